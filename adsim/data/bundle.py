@@ -1,0 +1,281 @@
+"""Scenario bundles: a directory of Parquet tables, arrays and a self-describing ``manifest.json``.
+
+A bundle is written into a temporary sibling directory and renamed into place only when complete, so an
+interrupted build never leaves a half bundle that loads. Later pipeline stages (SIDs, reward models) add
+their artifacts through ``BUILD_STEPS`` before that rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from adsim.data.schema import TABLES, arrow_schema
+from adsim.data.validate import validate_tables
+from adsim.errors import AdSimDataError, AdSimError
+from adsim.paths import cache_dir
+from adsim.world.config import PRESETS, WorldConfig, preset
+from adsim.world.logs import generate_logs
+from adsim.world.world import World
+
+FORMAT_VERSION = 1
+"""Bumped when the bundle layout changes incompatibly."""
+GENERATOR_VERSION = 1
+"""Bumped when the same config and seed would generate different data; part of the cache key."""
+MANIFEST = "manifest.json"
+ARRAYS = ("ad_embeddings", "organic_embeddings")
+
+BuildStep = Callable[[Path, "Scenario", bool], dict]
+"""A stage run on the finished logs inside the temporary bundle: (root, scenario, progress) -> manifest entry."""
+
+
+def _package_version() -> str:
+    from adsim import __version__
+
+    return __version__
+
+
+def table_path(root: Path, name: str) -> Path:
+    return root / "tables" / f"{name}.parquet"
+
+
+def array_path(root: Path, name: str) -> Path:
+    return root / "arrays" / f"{name}.npy"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _to_arrow(name: str, df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(df, schema=arrow_schema(name), preserve_index=False).replace_schema_metadata(None)
+
+
+def write_table(root: Path, name: str, df: pd.DataFrame) -> None:
+    path = table_path(root, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_to_arrow(name, df), path)
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file in the bundle except the manifest, by relative path."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(root).as_posix(): sha256(p) for p in files}
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    manifest = {**manifest, "files": checksums(root)}
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, root / MANIFEST)
+
+
+def publish(tmp: Path, out: Path, overwrite: bool) -> Path:
+    """Move a finished temporary bundle into place atomically (rename), replacing ``out`` only if asked."""
+    if out.exists():
+        if not overwrite:
+            shutil.rmtree(tmp)
+            raise AdSimError(f"{out} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process published the same bundle meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise AdSimError(f"{out} already exists") from None
+    return out
+
+
+def build_scenario(
+    out: str | Path,
+    preset_name: str = "small",
+    seed: int = 0,
+    config: WorldConfig | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    steps: Sequence[tuple[str, BuildStep]] = (),
+) -> Path:
+    """Generate a synthetic world's logs, then run the named ``steps`` (SIDs, reward models), into ``out``."""
+    out = Path(out).expanduser().resolve()
+    config = config or preset(preset_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        world = World(config, seed)
+        rows = _write_logs(tmp, world, progress)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "generator_version": GENERATOR_VERSION,
+            "package_version": _package_version(),
+            "source": "synthetic",
+            "has_ground_truth": True,
+            "preset": preset_name if config == PRESETS.get(preset_name) else "custom",
+            "seed": int(seed),
+            "config": config.to_dict(),
+            "rows": rows,
+        }
+        write_manifest(tmp, manifest)
+        for name, step in steps:
+            manifest[name] = step(tmp, Scenario(tmp, validate=False), progress)
+            write_manifest(tmp, manifest)
+        return publish(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_logs(root: Path, world: World, progress: bool) -> dict[str, int]:
+    """Static tables at once, then the logs streamed day by day (one row group per day)."""
+    rows = {}
+    for name, df in (("users", world.users.table), ("ads", world.ads.table), ("organic_items", world.organic.table)):
+        write_table(root, name, df)
+        rows[name] = len(df)
+    (root / "arrays").mkdir()
+    np.save(array_path(root, "ad_embeddings"), world.ads.embeddings)
+    np.save(array_path(root, "organic_embeddings"), world.organic.embeddings)
+
+    streamed = ("requests", "impressions", "organic_events")
+    writers = {name: pq.ParquetWriter(table_path(root, name), arrow_schema(name)) for name in streamed}
+    rows.update({name: 0 for name in streamed})
+    try:
+        days = tqdm(generate_logs(world), total=world.config.n_days, desc="days", unit="day", disable=not progress)
+        for day in days:
+            for name in streamed:
+                df = getattr(day, name)
+                writers[name].write_table(_to_arrow(name, df))
+                rows[name] += len(df)
+            days.set_postfix(requests=rows["requests"], impressions=rows["impressions"])
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- loading
+_VALIDATED: set[tuple[str, str]] = set()
+
+
+class Scenario:
+    """An opened bundle. Tables load lazily; arrays are memory-mapped read-only."""
+
+    def __init__(self, path: str | Path, validate: bool = True):
+        self.path = Path(path)
+        manifest_file = self.path / MANIFEST
+        if not manifest_file.is_file():
+            raise AdSimDataError("not an adsim bundle: manifest.json is missing (run `adsim build`)",
+                                 file=str(manifest_file))
+        try:
+            self.manifest: dict = json.loads(manifest_file.read_text())
+        except json.JSONDecodeError as e:
+            raise AdSimDataError(f"manifest is not valid JSON: {e}", file=str(manifest_file)) from None
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise AdSimDataError(
+                f"bundle format version {version} is incompatible with this adsim (expects {FORMAT_VERSION}); "
+                "rebuild it with `adsim build`", file=str(manifest_file), column="format_version")
+        if validate:
+            self.validate()
+
+    def __repr__(self) -> str:
+        rows = self.manifest.get("rows", {})
+        return f"Scenario({str(self.path)!r}, preset={self.manifest.get('preset')!r}, rows={rows})"
+
+    def validate(self) -> None:
+        """Check file checksums against the manifest, then every table's schema, values and references."""
+        files = self.manifest.get("files", {})
+        key = (str(self.path.resolve()), hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
+        if key in _VALIDATED:
+            return
+        for rel, expected in files.items():
+            path = self.path / rel
+            if not path.is_file():
+                raise AdSimDataError("file listed in the manifest is missing", file=str(path))
+            if sha256(path) != expected:
+                raise AdSimDataError("checksum mismatch with manifest.json: the file was modified or is corrupt",
+                                     file=str(path))
+        validate_tables({name: self.table(name) for name in TABLES},
+                        {name: str(table_path(self.path, name)) for name in TABLES})
+        _VALIDATED.add(key)
+
+    @property
+    def config(self) -> WorldConfig | None:
+        cfg = self.manifest.get("config")
+        return WorldConfig.from_dict(cfg) if cfg else None
+
+    @cached_property
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        return {}
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The logged table ``name`` as a DataFrame (loaded once, then cached)."""
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r}; tables are {sorted(TABLES)}")
+        if name not in self._tables:
+            path = table_path(self.path, name)
+            if not path.is_file():
+                raise AdSimDataError("table file is missing", file=str(path))
+            df = pq.read_table(path).to_pandas()
+            self._tables[name] = df
+        return self._tables[name]
+
+    def array(self, name: str) -> np.ndarray:
+        path = array_path(self.path, name)
+        if not path.is_file():
+            raise AdSimDataError("array file is missing", file=str(path))
+        return np.load(path, mmap_mode="r")
+
+    @property
+    def ad_embeddings(self) -> np.ndarray:
+        return self.array("ad_embeddings")
+
+    @property
+    def organic_embeddings(self) -> np.ndarray:
+        return self.array("organic_embeddings")
+
+    @cached_property
+    def world(self) -> World:
+        """The ground truth behind a synthetic bundle, regenerated from its config and seed."""
+        if not self.manifest.get("has_ground_truth"):
+            raise AdSimError(f"{self.path} was imported from real logs and has no ground truth")
+        return World(self.config, self.manifest["seed"])
+
+
+def preset_cache_path(name: str, seed: int) -> Path:
+    return cache_dir() / f"{name}-seed{seed}-gen{GENERATOR_VERSION}"
+
+
+def load_scenario(path_or_preset: str | Path = "small", seed: int = 0, validate: bool = True,
+                  progress: bool = True) -> Scenario:
+    """Open a bundle directory, or a preset name built on first use into the cache and reused afterwards."""
+    path = Path(path_or_preset).expanduser()
+    if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not path.exists():
+        path = preset_cache_path(path_or_preset, seed)
+        if not (path / MANIFEST).is_file():
+            try:
+                build_scenario(path, path_or_preset, seed, progress=progress)
+            except AdSimError:
+                if not (path / MANIFEST).is_file():  # another process published it first: use theirs
+                    raise
+    elif not path.exists():
+        raise AdSimDataError(f"no such bundle directory or preset; presets are {sorted(PRESETS)}", file=str(path))
+    return Scenario(path, validate=validate)
