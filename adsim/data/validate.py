@@ -56,7 +56,8 @@ def validate_table(name: str, df: pd.DataFrame, file: str | None = None) -> None
             continue
         values = series.to_numpy()
         if pd.api.types.is_float_dtype(series.dtype) and not np.isfinite(values).all():
-            raise AdSimDataError("infinite values", file=file, column=col.name, rows=np.flatnonzero(~np.isfinite(values)))
+            raise AdSimDataError("infinite values", file=file, column=col.name,
+                                 rows=np.flatnonzero(~np.isfinite(values)))
         if col.min_value is not None and (values < col.min_value).any():
             what = "negative values" if col.min_value == 0 else f"values below {col.min_value}"
             raise AdSimDataError(what, file=file, column=col.name, rows=np.flatnonzero(values < col.min_value))

@@ -87,7 +87,7 @@ class LoggingPolicy:
         topic_affinity = np.einsum("nkd,td,nk->nt", vecs, world.topic_centroids, weights)
         noisy = 5.0 * topic_affinity + rng.gumbel(size=topic_affinity.shape)
         topics = np.argpartition(-noisy, cfg.retrieval_topics - 1, axis=1)[:, : cfg.retrieval_topics]
-        cand = np.sort(state.topic_lists[topics].reshape(n, -1), axis=1)  # (n, R)
+        cand = np.sort(state.topic_lists[topics].reshape(n, cfg.retrieval_topics * state.topic_lists.shape[1]), axis=1)
         duplicate = np.zeros(cand.shape, dtype=bool)
         duplicate[:, 1:] = cand[:, 1:] == cand[:, :-1]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 GOALS: tuple[str, ...] = ("CPM", "CPC", "oCPC", "oCPA", "oCPI")
 """Optimisation goals. CPM bids per mille impressions, CPC/oCPC per click, oCPA/oCPI per conversion (install)."""
@@ -69,7 +69,7 @@ class WorldConfig:
     privacy_prob: float = 0.1
     split_fractions: tuple[float, float] = (0.7, 0.15)
     """Train and validation share of days; the rest is test."""
-    chunk_size: int = 8_192
+    chunk_size: int = 2_048
     """Requests scored together; budgets are checked between chunks."""
 
     def __post_init__(self) -> None:
@@ -111,7 +111,7 @@ class WorldConfig:
 PRESETS: dict[str, WorldConfig] = {
     "tiny": WorldConfig(
         n_users=300, n_ads=400, n_advertisers=80, n_organic_items=1_500, n_days=7, n_topics=12,
-        n_industries=16, n_industry_l1=4, retrieval_per_topic=30, preranking_size=16, chunk_size=1_024,
+        n_industries=16, n_industry_l1=4, retrieval_per_topic=30, preranking_size=16, chunk_size=128,
         activity_rates=(0.5, 1.0, 2.0, 4.0, 8.0), budget_median=30.0,
     ),
     "small": WorldConfig(),

@@ -51,11 +51,11 @@ def generate_logs(world: World) -> Iterator[DayLogs]:
 
         state = policy.start_day(day, stream(seed, "retrieval", day))
         parts = []
-        for chunk, begin in enumerate(range(0, len(requests), cfg.chunk_size)):
+        for chunk, begin in enumerate(range(0, max(len(requests), 1), cfg.chunk_size)):
             part = policy.serve(requests.iloc[begin : begin + cfg.chunk_size], state, stream(seed, "serve", day, chunk))
             part["request_row"] += begin
             parts.append(part)
-        impressions = pd.concat(parts, ignore_index=True) if parts else policy_empty()
+        impressions = pd.concat(parts, ignore_index=True)
         row = impressions.pop("request_row").to_numpy()
         impressions.insert(0, "request_id", request_ids[row])
         impressions.insert(0, "impression_id", np.arange(next_impression, next_impression + len(impressions),

@@ -76,7 +76,7 @@ class World:
 
     def pctr_from_match(self, match, user_ids, ad_ids, hour, device, placement, position) -> np.ndarray:
         logit = (
-            -5.2
+            -5.45
             + 2.8 * match
             + self.ads.quality[ad_ids]
             + self.users.click_bias[user_ids]
@@ -89,7 +89,7 @@ class World:
 
     def pcvr_from_match(self, match, user_ids, ad_ids, device=0) -> np.ndarray:
         logit = (
-            -3.0
+            -3.25
             + 1.4 * match
             + self.ads.convert_quality[ad_ids]
             + self.users.convert_bias[user_ids]
