@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adsim import AdSimDataError, AdSimError, Scenario, build_scenario, load_scenario
-from adsim.data.bundle import MANIFEST, write_manifest
+from adsim.data.bundle import MANIFEST
 
 
 def _content_files(path):

@@ -1,0 +1,78 @@
+"""Eligibility, request streams (replay + ARR) and history gathering, checked against direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adsim import Scenario
+from adsim.simulator.eligibility import Eligibility
+from adsim.simulator.history import EventIndex, ad_index, organic_index
+from adsim.simulator.requests import RequestStream, logged_requests
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_logs) -> Scenario:
+    return Scenario(tiny_logs)
+
+
+def test_logged_impressions_were_eligible(tiny):
+    imp, req = tiny.table("impressions"), tiny.table("requests").set_index("request_id")
+    r = req.loc[imp["request_id"]]
+    eligibility = Eligibility(tiny)
+    allowed = eligibility.allowed(r["user_id"].to_numpy(), r["day"].to_numpy(), r["ts"].to_numpy())
+    shown = allowed[np.arange(len(imp)), imp["ad_id"].to_numpy()]
+    # the logging policy checks budgets between chunks of requests, so a few impressions land after exhaustion
+    after = r["ts"].to_numpy() > eligibility.exhausted_at[r["day"].to_numpy(), imp["ad_id"].to_numpy()]
+    assert shown[~after].all()
+    assert after.mean() < 0.05
+    assert 0 < allowed.mean() < 1
+
+
+def test_ineligible_ads_are_excluded(tiny):
+    ads = tiny.table("ads")
+    user = tiny.table("users").iloc[0]
+    allowed = Eligibility(tiny).allowed(np.array([0]), np.array([0]), np.array([0]))[0]
+    late = ads["created_day"].to_numpy() > 0
+    assert not allowed[late].any()
+    wrong_gender = ((ads["target_gender_mask"].to_numpy().astype(int) >> int(user["gender"])) & 1) == 0
+    assert not allowed[wrong_gender].any()
+
+
+def test_request_stream_is_seeded_and_mixes_arr(tiny):
+    a = RequestStream(tiny, "train", arr_ratio=0.3, seed=4).sample(500)
+    b = RequestStream(tiny, "train", arr_ratio=0.3, seed=4).sample(500)
+    assert a.equals(b)
+    share = a["is_synthetic"].mean()
+    assert 0.2 < share < 0.4
+    synth = a[a["is_synthetic"]]
+    assert (synth["request_id"] < 0).all()
+    last = logged_requests(tiny, "train").groupby("user_id")["ts"].max()
+    assert (synth["ts"].to_numpy() > last.loc[synth["user_id"]].to_numpy()).all(), "ARR rehearses the future"
+    assert not RequestStream(tiny, "test", seed=4).sample(50)["is_synthetic"].any()
+
+
+def test_empty_or_unknown_split_is_a_clear_error(tiny):
+    with pytest.raises(ValueError, match="split must be"):
+        logged_requests(tiny, "holdout")
+
+
+def test_history_returns_the_last_events_strictly_before(tiny):
+    index = organic_index(tiny)
+    events = tiny.table("organic_events")
+    req = tiny.table("requests").iloc[::97]
+    rows, valid = index.last(req["user_id"].to_numpy(), req["ts"].to_numpy(), 5)
+    for b, (user, ts) in enumerate(zip(req["user_id"], req["ts"], strict=True)):
+        mine = events[(events["user_id"] == user) & (events["ts"] < ts)].sort_values(["ts"], kind="stable")
+        expected = mine["ts"].to_numpy()[-5:]
+        got = index.ts[rows[b][valid[b]]]
+        np.testing.assert_array_equal(got, expected)
+    ads = ad_index(tiny)
+    assert set(np.unique(ads.payload["action"])) <= {1, 2, 3}
+
+
+def test_event_index_pads_on_the_left():
+    index = EventIndex(np.array([1, 1, 2]), np.array([10, 20, 5]), {"x": np.array([7, 8, 9])})
+    rows, valid = index.last(np.array([1, 2, 3]), np.array([25, 5, 100]), 3)
+    assert valid.tolist() == [[False, True, True], [False, False, False], [False, False, False]]
+    assert index.payload["x"][rows[0, 1:]].tolist() == [7, 8]
