@@ -8,3 +8,15 @@ from adsim.world import PRESETS, World, WorldConfig  # noqa: E402
 
 __all__ = ["AdSimDataError", "AdSimError", "PRESETS", "Scenario", "World", "WorldConfig", "build_scenario",
            "load_scenario", "__version__"]
+
+
+def _register_envs() -> None:
+    """``import adsim`` makes ``gym.make("AdSim-v0")`` (and RLlib's ``"adsim:AdSim-v0"``) work."""
+    try:
+        from envs.registration import register_envs
+    except ImportError:  # adsim's core used without the envs package
+        return
+    register_envs()
+
+
+_register_envs()

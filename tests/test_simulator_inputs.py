@@ -40,8 +40,8 @@ def test_ineligible_ads_are_excluded(tiny):
 
 
 def test_request_stream_is_seeded_and_mixes_arr(tiny):
-    a = RequestStream(tiny, "train", arr_ratio=0.3, seed=4).sample(500)
-    b = RequestStream(tiny, "train", arr_ratio=0.3, seed=4).sample(500)
+    a = RequestStream(tiny, "train", seed=4).sample(500, np.random.default_rng(1), arr_ratio=0.3)
+    b = RequestStream(tiny, "train", seed=4).sample(500, np.random.default_rng(1), arr_ratio=0.3)
     assert a.equals(b)
     share = a["is_synthetic"].mean()
     assert 0.2 < share < 0.4
@@ -49,7 +49,7 @@ def test_request_stream_is_seeded_and_mixes_arr(tiny):
     assert (synth["request_id"] < 0).all()
     last = logged_requests(tiny, "train").groupby("user_id")["ts"].max()
     assert (synth["ts"].to_numpy() > last.loc[synth["user_id"]].to_numpy()).all(), "ARR rehearses the future"
-    assert not RequestStream(tiny, "test", seed=4).sample(50)["is_synthetic"].any()
+    assert not RequestStream(tiny, "test", seed=4).sample(50, np.random.default_rng(1))["is_synthetic"].any()
 
 
 def test_empty_or_unknown_split_is_a_clear_error(tiny):

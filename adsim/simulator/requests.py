@@ -12,6 +12,9 @@ ids and ``is_synthetic=True``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cached_property
+
 import numpy as np
 import pandas as pd
 
@@ -23,6 +26,23 @@ from adsim.world.traffic import SECONDS_PER_DAY, SLOTS_PER_PLACEMENT
 
 REQUEST_COLUMNS = ("request_id", "user_id", "ts", "day", "hour", "device", "placement", "n_slots", "privacy",
                    "is_synthetic")
+
+RequestBatch = dict[str, np.ndarray]
+"""A batch of requests as one numpy array per REQUEST_COLUMNS entry: the simulator's hot-path format
+(a pandas DataFrame with the same columns is accepted wherever a batch is read)."""
+
+
+def as_batch(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> RequestBatch:
+    return {c: np.asarray(requests[c]) for c in REQUEST_COLUMNS}
+
+
+def take(batch: Mapping[str, np.ndarray], rows: np.ndarray) -> RequestBatch:
+    """Rows ``rows`` of a batch (any integer index array, repeats allowed)."""
+    return {c: np.asarray(batch[c])[rows] for c in REQUEST_COLUMNS}
+
+
+def concat(batches: list[Mapping[str, np.ndarray]]) -> RequestBatch:
+    return {c: np.concatenate([np.asarray(b[c]) for b in batches]) for c in REQUEST_COLUMNS}
 
 
 def logged_requests(scenario: Scenario, split: str | None) -> pd.DataFrame:
@@ -69,32 +89,29 @@ def anticipatory_requests(scenario: Scenario, split: str | None, n: int, seed: i
 
 
 class RequestStream:
-    """Seeded sampler of requests from a split, a share ``arr_ratio`` of them anticipatory."""
+    """Requests of one split: the logged ones, and a lazily built pool of anticipatory ones (ARR)."""
 
-    def __init__(self, scenario: Scenario, split: str | None = "train", arr_ratio: float = 0.0, seed: int = 0,
-                 arr_pool: int | None = None):
-        if not 0.0 <= arr_ratio <= 1.0:
-            raise ValueError(f"arr_ratio must be in [0, 1], got {arr_ratio}")
-        self.logged = logged_requests(scenario, split)
-        self.arr_ratio = arr_ratio
-        pool = arr_pool or max(len(self.logged) // 4, 1)
-        self.synthetic = anticipatory_requests(scenario, split, pool, seed) if arr_ratio > 0 else self.logged.iloc[:0]
-        self.rng = stream(seed, "request_stream")
+    def __init__(self, scenario: Scenario, split: str | None = "train", seed: int = 0, arr_pool: int | None = None):
+        self.scenario, self.split, self.seed = scenario, split, seed
+        self.logged = as_batch(logged_requests(scenario, split))
+        self.arr_pool = arr_pool or max(len(self) // 4, 1)
 
     def __len__(self) -> int:
-        return len(self.logged)
+        return len(self.logged["request_id"])
 
-    def sample(self, n: int) -> pd.DataFrame:
-        """``n`` requests drawn with replacement; each is synthetic with probability ``arr_ratio``."""
-        synthetic = self.rng.random(n) < self.arr_ratio
-        rows_logged = self.rng.integers(0, len(self.logged), size=n)
-        rows_synth = self.rng.integers(0, max(len(self.synthetic), 1), size=n)
-        logged = self.logged.iloc[rows_logged[~synthetic]]
-        synth = self.synthetic.iloc[rows_synth[synthetic]]
-        out = pd.concat([logged, synth]) if len(synth) else logged
-        order = np.argsort(np.concatenate([np.flatnonzero(~synthetic), np.flatnonzero(synthetic)]), kind="stable")
-        return out.iloc[order].reset_index(drop=True)
+    @cached_property
+    def synthetic(self) -> RequestBatch:
+        return as_batch(anticipatory_requests(self.scenario, self.split, self.arr_pool, self.seed))
 
-    def in_order(self) -> pd.DataFrame:
-        """Every logged request of the split in time order (for evaluation replay)."""
-        return self.logged
+    def sample(self, n: int, rng: np.random.Generator, arr_ratio: float = 0.0) -> RequestBatch:
+        """``n`` requests drawn with replacement using ``rng``; each synthetic with probability ``arr_ratio``."""
+        if not 0.0 <= arr_ratio <= 1.0:
+            raise ValueError(f"arr_ratio must be in [0, 1], got {arr_ratio}")
+        synthetic = rng.random(n) < arr_ratio
+        batch = take(self.logged, rng.integers(0, len(self), size=n))
+        if synthetic.any():
+            pool = self.synthetic
+            rows = rng.integers(0, len(pool["request_id"]), size=int(synthetic.sum()))
+            for c in REQUEST_COLUMNS:
+                batch[c][synthetic] = pool[c][rows]
+        return batch

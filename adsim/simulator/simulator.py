@@ -1,0 +1,198 @@
+"""The batched simulator: resolve SID paths to ads under each request's personalised trie, and score them.
+
+This is the fast path every trainer and the env use. A full path may carry several ads (SID collisions); the
+simulator resolves it to the eligible ad with the highest predicted eCPM on that path (the ranking stack's own
+choice). An invalid path (not in the trie, or no eligible ad on it) scores zero and is flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol
+
+import numpy as np
+
+from adsim.data.bundle import Scenario
+from adsim.errors import AdSimError
+from adsim.simulator.eligibility import Eligibility
+from adsim.simulator.history import EventIndex, ad_index
+from adsim.simulator.requests import RequestBatch, take
+from adsim.trie import SidTrie
+
+RewardSource = Literal["model", "truth"]
+
+
+class Scores(NamedTuple):
+    """Reward parts for (B, M) request x ad pairs, each (B, M) float64."""
+
+    pctr: np.ndarray
+    pcvr: np.ndarray
+    ecpm: np.ndarray
+    final_value: np.ndarray
+
+
+class Scorer(Protocol):
+    """Anything that scores (request, ad) pairs: the reward models, or the world's truth."""
+
+    def score(self, requests: RequestBatch, ad_ids: np.ndarray) -> Scores:
+        """``requests`` holds B rows (REQUEST_COLUMNS arrays or a DataFrame), ``ad_ids`` is (B, M)."""
+        ...
+
+
+class Evaluation(NamedTuple):
+    """What ``Simulator.evaluate`` returns for (B, K) candidate paths."""
+
+    ad_id: np.ndarray  # (B, K) resolved ad, -1 when invalid
+    valid: np.ndarray  # (B, K) bool
+    pctr: np.ndarray
+    pcvr: np.ndarray
+    ecpm: np.ndarray
+    final_value: np.ndarray  # (B, K), 0 where invalid
+    zscore: np.ndarray  # (B, K) final_value z-scored over each request's valid candidates
+
+
+@dataclass(frozen=True)
+class ProcessRewardConfig:
+    """HEPO's process rewards at the coarse levels (GPR): r_l = alpha_l * max(0, P_l(z_l) - mean_legal P_l).
+
+    P_l(t) is the share of the user's successful interactions (clicks, conversions) before the request whose ad
+    carries token t at level l, over the user's last ``history`` successes.
+    """
+
+    alphas: tuple[float, ...] = (0.2, 0.1)
+    history: int = 50
+
+
+class Simulator:
+    """Resolves and scores candidate SID paths for batches of requests."""
+
+    def __init__(self, scenario: Scenario, ad_codes: np.ndarray, codebook_sizes: tuple[int, ...],
+                 scorer: Scorer, truth: Scorer | None = None, process: ProcessRewardConfig | None = None):
+        self.scenario = scenario
+        self.trie = SidTrie(ad_codes, codebook_sizes)
+        self.ad_codes = np.asarray(ad_codes, dtype=np.int64)
+        self.eligibility = Eligibility(scenario)
+        self.scorers: dict[str, Scorer | None] = {"model": scorer, "truth": truth}
+        self.process = process or ProcessRewardConfig()
+        self._successes: EventIndex | None = None
+        self.calls = 0
+        """Pairs scored so far (the simulator budget trainers spend)."""
+
+    @property
+    def depth(self) -> int:
+        return self.trie.depth
+
+    def scorer(self, source: RewardSource) -> Scorer:
+        if source not in self.scorers:
+            raise ValueError(f"reward_source must be 'model' or 'truth', got {source!r}")
+        scorer = self.scorers[source]
+        if scorer is None:
+            raise AdSimError(f"this scenario has no {source!r} scorer (imported real logs have no ground truth)")
+        return scorer
+
+    def allowed(self, requests: RequestBatch) -> np.ndarray:
+        """(B, n_ads) eligibility of every ad for each request."""
+        return self.eligibility.allowed(np.asarray(requests["user_id"]), np.asarray(requests["day"]),
+                                        np.asarray(requests["ts"]))
+
+    # ------------------------------------------------------------------------------------------ evaluate
+    def evaluate(self, requests: RequestBatch, paths: np.ndarray, reward_source: RewardSource = "model",
+                 allowed: np.ndarray | None = None) -> Evaluation:
+        """Score (B, K, L) candidate paths of B requests."""
+        paths = np.asarray(paths)
+        n = len(requests["user_id"])
+        if paths.ndim != 3 or paths.shape[0] != n or paths.shape[2] != self.depth:
+            raise ValueError(f"paths must be (n_requests={n}, K, L={self.depth}), got {paths.shape}")
+        scorer = self.scorer(reward_source)
+        b, k, _ = paths.shape
+        allowed = self.allowed(requests) if allowed is None else allowed
+        node, start, end = self.trie.leaf_ranges(paths.reshape(b * k, -1))
+        # every (candidate, ad on its leaf) pair, flattened
+        counts = np.where(node >= 0, end - start, 0)
+        cand = np.repeat(np.arange(b * k), counts)
+        offset = np.arange(len(cand)) - np.repeat(np.cumsum(counts) - counts, counts)
+        ads = self.trie.order[start[cand] + offset]
+        ok = allowed[cand // k, ads]
+        cand, ads = cand[ok], ads[ok]
+
+        out = {name: np.zeros(b * k) for name in Scores._fields}
+        ad_id = np.full(b * k, -1, dtype=np.int64)
+        if len(cand):
+            scores = scorer.score(take(requests, cand // k), ads[:, None])
+            self.calls += len(cand)
+            ecpm = scores.ecpm[:, 0]
+            # per candidate, the pair with the highest eCPM (ties: lowest ad id, as pairs are in trie order)
+            order = np.lexsort((-ecpm, cand))
+            first = order[np.r_[True, cand[order][1:] != cand[order][:-1]]]
+            ad_id[cand[first]] = ads[first]
+            for name in Scores._fields:
+                out[name][cand[first]] = getattr(scores, name)[first, 0]
+        valid = (ad_id >= 0).reshape(b, k)
+        final = out["final_value"].reshape(b, k)
+        return Evaluation(ad_id.reshape(b, k), valid, out["pctr"].reshape(b, k), out["pcvr"].reshape(b, k),
+                          out["ecpm"].reshape(b, k), final, zscore(final, valid))
+
+    def oracle(self, requests: RequestBatch, reward_source: RewardSource = "model",
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best final_value over all legal ads of each request, and that ad (exhaustive)."""
+        scorer = self.scorer(reward_source)
+        allowed = self.allowed(requests) if allowed is None else allowed
+        n = len(requests["user_id"])
+        best = np.zeros(n)
+        best_ad = np.full(n, -1, dtype=np.int64)
+        all_ads = np.broadcast_to(np.arange(allowed.shape[1]), allowed.shape)
+        chunk = max(1, 200_000 // max(allowed.shape[1], 1))
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            scores = scorer.score(take(requests, np.arange(lo, hi)), all_ads[lo:hi])
+            self.calls += (hi - lo) * allowed.shape[1]
+            value = np.where(allowed[lo:hi], scores.final_value, -np.inf)
+            arg = value.argmax(axis=1)
+            has = allowed[lo:hi].any(axis=1)
+            best[lo:hi] = np.where(has, value[np.arange(hi - lo), arg], 0.0)
+            best_ad[lo:hi] = np.where(has, arg, -1)
+        return best, best_ad
+
+    # --------------------------------------------------------------------------------- process rewards
+    def token_popularity(self, requests: RequestBatch, level: int) -> np.ndarray:
+        """(B, codebook_size) P_l(t): share of the user's recent successes whose ad has token t at ``level``."""
+        if self._successes is None:
+            index = ad_index(self.scenario)
+            keep = index.payload["action"] >= 2
+            self._successes = EventIndex(index.user_ids[keep], index.ts[keep], {"ad_id": index.payload["ad_id"][keep]})
+        rows, valid = self._successes.last(np.asarray(requests["user_id"]), np.asarray(requests["ts"]),
+                                           self.process.history)
+        codes = self.ad_codes[self._successes.payload["ad_id"][rows], level]  # (B, H)
+        n = len(rows)
+        popularity = np.zeros((n, self.trie.width))
+        np.add.at(popularity, (np.repeat(np.arange(n), rows.shape[1]), codes.ravel()), valid.ravel())
+        return popularity / np.maximum(valid.sum(axis=1, keepdims=True), 1)
+
+    def process_rewards(self, requests: RequestBatch, paths: np.ndarray, allowed: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """(B, K, L-1) process rewards for the coarse levels of (B, K, L) paths (see ProcessRewardConfig)."""
+        paths = np.asarray(paths, dtype=np.int64)
+        b, k, depth = paths.shape
+        allowed = self.allowed(requests) if allowed is None else allowed
+        sums = self.trie.allowed_prefix_sums(allowed)
+        out = np.zeros((b, k, depth - 1))
+        for level in range(depth - 1):
+            alpha = self.process.alphas[level] if level < len(self.process.alphas) else 0.0
+            if alpha == 0.0:
+                continue
+            popularity = self.token_popularity(requests, level)  # (B, V)
+            legal = self.trie.legal_mask(paths[:, :, :level].reshape(b * k, level),
+                                         np.repeat(sums, k, axis=0)).reshape(b, k, -1)
+            mean_legal = (legal * popularity[:, None, :]).sum(-1) / np.maximum(legal.sum(-1), 1)
+            chosen = np.take_along_axis(popularity, np.clip(paths[:, :, level], 0, self.trie.width - 1), axis=1)
+            out[:, :, level] = alpha * np.maximum(0.0, chosen - mean_legal)
+        return out
+
+
+def zscore(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Z-score over each row's valid entries (0 elsewhere, and where a row has no spread)."""
+    n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    mean = np.where(valid, values, 0).sum(axis=1, keepdims=True) / n
+    var = np.where(valid, (values - mean) ** 2, 0).sum(axis=1, keepdims=True) / n
+    std = np.sqrt(var)
+    return np.where(valid & (std > 0), (values - mean) / np.where(std > 0, std, 1), 0.0)

@@ -1,0 +1,147 @@
+"""AdSim-v0: generate one ad's semantic ID, level by level, for one logged (or rehearsed) request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from adsim.simulator.loading import SimulatorContext, open_context
+from envs.episodes import INFO_KEYS, EpisodeBatch
+
+IllegalAction = Literal["terminate", "raise"]
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    """Everything ``gym.make("AdSim-v0", **kwargs)`` accepts (see AdSimEnv's Arguments)."""
+
+    scenario: str = "small"
+    seed: int = 0
+    split: str = "train"
+    arr_ratio: float = 0.0
+    process_rewards: bool = False
+    process_alphas: tuple[float, ...] = (0.2, 0.1)
+    reward: Literal["final_value", "ecpm"] = "final_value"
+    reward_scale: float | None = None
+    reward_source: Literal["model", "truth"] = "model"
+    illegal_action: IllegalAction = "terminate"
+    illegal_penalty: float = -1.0
+
+
+class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+    """
+    ## Description
+    A generative ad recommender writes the semantic ID (SID) of one ad for one request, coarse to fine, under a
+    personalised trie of legal codes (the ads the user may see: targeting, liveness, budget). The final level
+    resolves a real ad, scored by the scenario's reward models (GPR's final_value). Requests replay a split of
+    the logs, optionally mixed with Anticipatory Request Rehearsal (synthetic future requests).
+
+    ## Action Space
+    `Discrete(W)`, W the widest codebook: the code chosen at the current level. Use `obs["action_mask"]`.
+
+    ## Observation Space
+    | key | space | meaning |
+    |---|---|---|
+    | `user` | Box(5,) float32 | age bucket, gender, region, activity group, primary device |
+    | `context` | Box(6,) float32 | hour, device, placement, ad slots, privacy flag, is_synthetic |
+    | `history_codes` | Box(H, L) int64 | SID codes of the last organic views and ad interactions, -1 padding |
+    | `history_type` | Box(H,) int64 | 0 pad, 2 organic, 4 impression, 5 click, 6 conversion |
+    | `prefix` | Box(L,) int64 | codes chosen so far, -1 for levels still open |
+    | `level` | Box(1,) int64 | the level to choose now, 0..L-1 |
+    | `action_mask` | Box(W,) int8 | 1 where the code leads to at least one ad the user may see |
+
+    ## Rewards
+    At levels < L-1: 0, or HEPO's process reward alpha_l * max(0, P_l(z_l) - mean over legal tokens) when
+    `process_rewards=True`. At the last level: the resolved ad's final_value (or eCPM), times `reward_scale`.
+    An illegal action ends the episode with `illegal_penalty`.
+
+    ## Starting State
+    A request drawn from the split with `self.np_random` (synthetic with probability `arr_ratio`); empty prefix.
+
+    ## Episode End
+    Terminates after L steps (one ad resolved) or on an illegal action. Never truncates.
+
+    ## Arguments
+    `scenario` (bundle path or preset, default "small"), `seed` (preset seed), `split`, `arr_ratio`,
+    `process_rewards`, `process_alphas`, `reward` ("final_value" or "ecpm"), `reward_scale` (default: 1 / mean
+    final_value of the logged ads, so returns are O(1)), `reward_source` ("model" or "truth": the world's true
+    pCTR/pCVR, for measuring the sim-to-real gap), `illegal_action` ("terminate" or "raise"), `illegal_penalty`.
+    `info` carries ad_id, pctr, pcvr, ecpm, final_value, request_id, is_synthetic, illegal_action.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, render_mode: str | None = None, context: SimulatorContext | None = None, **kwargs: Any):
+        self.options = EnvOptions(**kwargs)
+        if self.options.illegal_action not in ("terminate", "raise"):
+            raise ValueError(f"illegal_action must be 'terminate' or 'raise', got {self.options.illegal_action!r}")
+        self.ctx = context or open_context(self.options)
+        self.render_mode = render_mode
+        sim = self.ctx.simulator
+        self.depth, self.width = sim.depth, sim.trie.width
+        h = self.ctx.observations.history.length
+        self.action_space = spaces.Discrete(self.width)
+        obs = self.ctx.observations
+        self.observation_space = spaces.Dict({
+            "user": spaces.Box(0, obs.user_high, dtype=np.float32),
+            "context": spaces.Box(0, obs.context_high, dtype=np.float32),
+            "history_codes": spaces.Box(-1, self.width - 1, (h, self.depth), np.int64),
+            "history_type": spaces.Box(0, 6, (h,), np.int64),
+            "prefix": spaces.Box(-1, self.width - 1, (self.depth,), np.int64),
+            "level": spaces.Box(0, self.depth - 1, (1,), np.int64),
+            "action_mask": spaces.Box(0, 1, (self.width,), np.int8),
+        })
+        self.episodes = EpisodeBatch(self.ctx, self.options, 1)
+
+    # ------------------------------------------------------------------------------------------ state
+    def get_state(self) -> dict:
+        """Everything needed to branch from this point (planners such as MCTS): episode arrays and the RNG."""
+        return {"episodes": self.episodes.get_state(), "rng": self.np_random.bit_generator.state}
+
+    def set_state(self, state: dict) -> dict[str, np.ndarray]:
+        """Restore a ``get_state`` snapshot; returns the observation at that point."""
+        self.episodes.set_state(state["episodes"])
+        self.np_random.bit_generator.state = state["rng"]
+        return self._obs()
+
+    # ------------------------------------------------------------------------------------------ API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.episodes.start(np.array([0]), self.ctx.draw_requests(self.np_random, 1, self.options.arr_ratio))
+        return self._obs(), self._request_info()
+
+    def step(self, action):
+        if self.episodes.done[0]:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not an integer in [0, {self.width}) "
+                             f"(dtype {np.asarray(action).dtype})")
+        action = int(action)
+        if self.options.illegal_action == "raise" and not self.episodes.mask[0, action]:
+            raise ValueError(f"illegal action {action} at level {int(self.episodes.level[0])}: "
+                             "no eligible ad below this prefix (see obs['action_mask'])")
+        reward, terminated, parts = self.episodes.step(np.array([0]), np.array([action]))
+        info = self._request_info()
+        info["illegal_action"] = bool(parts["illegal_action"][0])
+        if terminated[0] and not info["illegal_action"]:
+            info.update({key: parts[key][0].item() for key in INFO_KEYS})
+        return self._obs(), float(reward[0]), bool(terminated[0]), False, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return f"request {self._request_info()['request_id']} prefix {self.episodes.prefix[0].tolist()}"
+        return None
+
+    def _request_info(self) -> dict[str, Any]:
+        req = self.episodes.requests
+        return {"request_id": int(req["request_id"][0]), "is_synthetic": bool(req["is_synthetic"][0])}
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {key: value[0] for key, value in self.episodes.observation().items()}

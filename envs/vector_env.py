@@ -1,0 +1,66 @@
+"""A native vector env: N AdSim episodes stepped together, their final levels scored in one reward-model call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from adsim.simulator.loading import SimulatorContext, open_context
+from envs.adsim_env import AdSimEnv, EnvOptions
+from envs.episodes import INFO_KEYS, EpisodeBatch
+
+
+class AdSimVectorEnv(VectorEnv):
+    """``num_envs`` AdSim-v0 episodes as arrays, with Gymnasium 1.x next-step autoreset.
+
+    After an episode terminates, the next ``step`` starts a new request in that slot and ignores its action
+    (reward 0, not terminated), as ``AutoresetMode.NEXT_STEP`` prescribes. Accepts AdSimEnv's arguments.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 16, context: SimulatorContext | None = None, **kwargs: Any):
+        self.options = EnvOptions(**kwargs)
+        self.ctx = context or open_context(self.options)
+        self.single = AdSimEnv(context=self.ctx, **kwargs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.single.observation_space
+        self.single_action_space = self.single.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.episodes = EpisodeBatch(self.ctx, self.options, num_envs)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rows = np.arange(self.num_envs)
+        self.episodes.start(rows, self.ctx.draw_requests(self.np_random, self.num_envs, self.options.arr_ratio))
+        self._autoreset[:] = False
+        return self.episodes.observation(), self._request_info()
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be an integer array of shape ({self.num_envs},), got "
+                             f"{actions.shape} {actions.dtype}")
+        if ((actions < 0) | (actions >= self.single.width)).any():
+            raise ValueError(f"actions must lie in [0, {self.single.width}), got {actions}")
+        restart = np.flatnonzero(self._autoreset)
+        active = np.flatnonzero(~self._autoreset)
+        reward, terminated, parts = self.episodes.step(active, actions[active])
+        self.episodes.start(restart, self.ctx.draw_requests(self.np_random, len(restart), self.options.arr_ratio))
+        self._autoreset = terminated.copy()
+        info = self._request_info()
+        for key in (*INFO_KEYS, "illegal_action"):
+            info[key], info[f"_{key}"] = parts[key], terminated.copy()
+        return (self.episodes.observation(), reward.astype(np.float64), terminated,
+                np.zeros(self.num_envs, dtype=bool), info)
+
+    def _request_info(self) -> dict[str, np.ndarray]:
+        req = self.episodes.requests
+        on = np.ones(self.num_envs, dtype=bool)
+        return {"request_id": req["request_id"].copy(), "_request_id": on,
+                "is_synthetic": req["is_synthetic"].copy(), "_is_synthetic": on.copy()}
