@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -105,6 +105,25 @@ def publish(tmp: Path, out: Path, overwrite: bool) -> Path:
     return out
 
 
+def _assemble(out: str | Path, write: Callable[[Path], dict], steps: Sequence[tuple[str, BuildStep]], progress: bool,
+              overwrite: bool) -> Path:
+    """Write a bundle into a temporary sibling (``write`` returns the manifest), run ``steps``, then publish it."""
+    out = Path(out).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        manifest = {"format_version": FORMAT_VERSION, "package_version": _package_version(), **write(tmp)}
+        write_manifest(tmp, manifest)
+        for name, step in steps:
+            manifest[name] = step(tmp, Scenario(tmp, validate=False), progress)
+            write_manifest(tmp, manifest)
+        return publish(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_scenario(
     out: str | Path,
     preset_name: str = "small",
@@ -115,33 +134,51 @@ def build_scenario(
     steps: Sequence[tuple[str, BuildStep]] = (),
 ) -> Path:
     """Generate a synthetic world's logs, then run the named ``steps`` (SIDs, reward models), into ``out``."""
-    out = Path(out).expanduser().resolve()
     config = config or preset(preset_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        world = World(config, seed)
-        rows = _write_logs(tmp, world, progress)
-        manifest = {
-            "format_version": FORMAT_VERSION,
+
+    def write(root: Path) -> dict:
+        return {
             "generator_version": GENERATOR_VERSION,
-            "package_version": _package_version(),
             "source": "synthetic",
             "has_ground_truth": True,
             "preset": preset_name if config == PRESETS.get(preset_name) else "custom",
             "seed": int(seed),
             "config": config.to_dict(),
-            "rows": rows,
+            "rows": _write_logs(root, World(config, seed), progress),
         }
-        write_manifest(tmp, manifest)
-        for name, step in steps:
-            manifest[name] = step(tmp, Scenario(tmp, validate=False), progress)
-            write_manifest(tmp, manifest)
-        return publish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return _assemble(out, write, steps, progress, overwrite)
+
+
+def write_bundle(
+    out: str | Path,
+    tables: Mapping[str, pd.DataFrame],
+    arrays: Mapping[str, np.ndarray],
+    source: str,
+    extra: Mapping | None = None,
+    steps: Sequence[tuple[str, BuildStep]] = (),
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """A bundle from ready tables (imported real logs): validated first, nothing written if they are bad.
+
+    Real logs have no ground truth: the manifest says so, and ``Scenario.world`` then refuses.
+    """
+    validate_tables(tables, {name: f"{source}:{name}" for name in tables})
+    missing = [name for name in TABLES if name not in tables] + [name for name in ARRAYS if name not in arrays]
+    if missing:
+        raise AdSimDataError(f"an imported bundle needs every table and array; missing {missing}")
+
+    def write(root: Path) -> dict:
+        for name in TABLES:
+            write_table(root, name, tables[name])
+        (root / "arrays").mkdir()
+        for name in ARRAYS:
+            np.save(array_path(root, name), np.ascontiguousarray(arrays[name], dtype=np.float32))
+        return {"source": source, "has_ground_truth": False, "preset": None, "seed": None, "config": None,
+                "rows": {name: len(tables[name]) for name in TABLES}, **dict(extra or {})}
+
+    return _assemble(out, write, steps, progress, overwrite)
 
 
 def _write_logs(root: Path, world: World, progress: bool) -> dict[str, int]:

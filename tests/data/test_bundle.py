@@ -95,3 +95,21 @@ def test_ground_truth_matches_the_bundle(tiny_logs):
     scenario = Scenario(tiny_logs)
     np.testing.assert_array_equal(scenario.world.ads.embeddings, scenario.ad_embeddings)
     assert scenario.world.users.table.equals(scenario.table("users"))
+
+
+def test_write_bundle_from_tables_validates_first_and_marks_no_truth(tmp_path, tiny_logs):
+    from adsim.data.bundle import write_bundle
+
+    source = Scenario(tiny_logs)
+    tables = {name: source.table(name) for name in ("users", "ads", "organic_items", "organic_events", "requests",
+                                                    "impressions")}
+    arrays = {"ad_embeddings": source.ad_embeddings, "organic_embeddings": source.organic_embeddings}
+    bad = dict(tables, ads=tables["ads"].assign(bid=-tables["ads"]["bid"]))
+    with pytest.raises(AdSimDataError, match="negative values"):
+        write_bundle(tmp_path / "bad", bad, arrays, source="test")
+    assert not any(tmp_path.iterdir()), "nothing written for bad input"
+    out = write_bundle(tmp_path / "ok", tables, arrays, source="test", extra={"note": "copied"}, progress=False)
+    scenario = load_scenario(out)
+    assert scenario.manifest["has_ground_truth"] is False and scenario.manifest["note"] == "copied"
+    with pytest.raises(AdSimError, match="no ground truth"):
+        scenario.world
