@@ -42,6 +42,15 @@ def _validate(args: argparse.Namespace) -> None:
     print(f"{args.bundle}: valid")
 
 
+def _evaluate_rewards(args: argparse.Namespace) -> None:
+    from reward_models.evaluation import evaluate_rewards
+
+    tables = evaluate_rewards(args.bundle, out_dir=args.out)
+    for name, table in tables.items():
+        print(f"\n## {name}\n")
+        print(table.to_markdown(index=False, floatfmt=".4g"))
+
+
 def _schema(args: argparse.Namespace) -> None:
     from adsim.data.schema import markdown
 
@@ -72,6 +81,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a bundle's checksums, schemas, values and references")
     p.add_argument("bundle", type=Path)
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("evaluate-rewards", help="held-out AUC, calibration and error against the truth of the "
+                       "bundle's reward models, on logged and never-shown ads")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--out", type=Path, help="also write CSV/Markdown/PNG reports here")
+    p.set_defaults(func=_evaluate_rewards)
 
     p = sub.add_parser("schema", help="print the logged tables' schemas as Markdown")
     p.set_defaults(func=_schema)

@@ -38,6 +38,13 @@ def sid_step(root: Path, scenario: Scenario, progress: bool) -> dict:
     }
 
 
+def reward_model_step(root: Path, scenario: Scenario, progress: bool) -> dict:
+    """Train the LightGBM pCTR/pCVR models (with the bundle's SIDs as features) into ``reward_models/``."""
+    from reward_models.bundle import bundle_step
+
+    return bundle_step(root, scenario, progress)
+
+
 def default_steps() -> list[tuple[str, BuildStep]]:
-    """Stages that turn logs into a simulator-ready bundle."""
-    return [("sid", sid_step)]
+    """Stages that turn logs into a simulator-ready bundle: SIDs, then reward models that use them."""
+    return [("sid", sid_step), ("reward_models", reward_model_step)]

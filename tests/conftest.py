@@ -53,7 +53,7 @@ class TruthLikeScorer:
                                     col["placement"], 0)
         pcvr = self.world.true_pcvr(col["user_id"], ad_ids, col["day"], col["device"])
         ecpm = estimated_ecpm(self.goal[ad_ids], self.bid[ad_ids], pctr, pcvr)
-        from adsim.simulator.simulator import Scores
+        from reward_models.value import Scores
 
         return Scores(pctr, pcvr, ecpm, ecpm)
 

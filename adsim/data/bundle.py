@@ -32,7 +32,7 @@ from adsim.world.world import World
 
 FORMAT_VERSION = 1
 """Bumped when the bundle layout changes incompatibly."""
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped when the same config and seed would generate different data; part of the cache key."""
 MANIFEST = "manifest.json"
 ARRAYS = ("ad_embeddings", "organic_embeddings")
@@ -303,13 +303,16 @@ def preset_cache_path(name: str, seed: int) -> Path:
 
 def load_scenario(path_or_preset: str | Path = "small", seed: int = 0, validate: bool = True,
                   progress: bool = True) -> Scenario:
-    """Open a bundle directory, or a preset name built on first use into the cache and reused afterwards."""
+    """Open a bundle directory, or a preset name built on first use (logs, SIDs, reward models) into the cache
+    and reused afterwards."""
     path = Path(path_or_preset).expanduser()
     if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not path.exists():
         path = preset_cache_path(path_or_preset, seed)
         if not (path / MANIFEST).is_file():
             try:
-                build_scenario(path, path_or_preset, seed, progress=progress)
+                from adsim.pipeline import default_steps
+
+                build_scenario(path, path_or_preset, seed, progress=progress, steps=default_steps())
             except AdSimError:
                 if not (path / MANIFEST).is_file():  # another process published it first: use theirs
                     raise

@@ -18,17 +18,9 @@ from adsim.simulator.eligibility import Eligibility
 from adsim.simulator.history import EventIndex, ad_index
 from adsim.simulator.requests import RequestBatch, take
 from adsim.trie import SidTrie
+from reward_models.value import Scores
 
 RewardSource = Literal["model", "truth"]
-
-
-class Scores(NamedTuple):
-    """Reward parts for (B, M) request x ad pairs, each (B, M) float64."""
-
-    pctr: np.ndarray
-    pcvr: np.ndarray
-    ecpm: np.ndarray
-    final_value: np.ndarray
 
 
 class Scorer(Protocol):

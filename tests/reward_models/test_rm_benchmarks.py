@@ -1,0 +1,39 @@
+"""Smoke runs of the reward-model benchmarks as the README runs them (``python -m``), on the tiny preset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from adsim.paths import PROJECT_ROOT
+
+
+def _run(module: str, out: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", module, "--quick", "--out", str(out)], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_reward_models_benchmark_quick(tmp_path):
+    stdout = _run("benchmarks.reward_models", tmp_path)
+    assert "Command: `python -m benchmarks.reward_models --quick" in stdout
+    for name in ("metrics.csv", "truth.csv", "calibration.csv", "open_bandit.csv", "report.md", "reliability.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    obd = pd.read_csv(tmp_path / "open_bandit.csv")
+    assert set(obd["model"]) == {"LightGBM pCTR", "base rate (train CTR)"} and obd["auc"].notna().all()
+    report = (tmp_path / "report.md").read_text()
+    assert "never shown" in report and "Open Bandit" in report
+
+
+def test_reward_scoring_benchmark_quick(tmp_path):
+    stdout = _run("benchmarks.reward_scoring", tmp_path)
+    table = pd.read_csv(tmp_path / "reward_scoring.csv")
+    assert list(table["batch_pairs"]) == [1, 40, 4096]
+    assert (table["full_pairs_per_s"] > 0).all() and (table["full_over_raw"] > 0).all()
+    assert "full path / raw predict" in stdout
