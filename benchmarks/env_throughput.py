@@ -51,8 +51,7 @@ class Config:
     out: Path = Path("results/env_throughput")
 
 
-def _steps_per_second(step, reset, seconds: float) -> float:
-    reset()
+def _steps_per_second(step, seconds: float) -> float:
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         n += step()
@@ -77,8 +76,8 @@ def single_env(cfg: Config) -> list[dict]:
             cart.reset()
         return 1
 
-    adsim = _steps_per_second(adsim_step, lambda: None, cfg.seconds)
-    cartpole = _steps_per_second(cart_step, lambda: None, cfg.seconds)
+    adsim = _steps_per_second(adsim_step, cfg.seconds)
+    cartpole = _steps_per_second(cart_step, cfg.seconds)
     return [{"env": "AdSim-v0 (random legal actions)", "steps_per_s": round(adsim)},
             {"env": "CartPole-v1 (random actions)", "steps_per_s": round(cartpole)},
             {"env": "ratio AdSim / CartPole", "steps_per_s": round(adsim / cartpole, 4)}]
@@ -99,11 +98,11 @@ def vector_envs(cfg: Config) -> list[dict]:
         for name, vec in (("native", native), ("sync", sync)):
             state = {"obs": vec.reset(seed=0)[0]}
 
-            def step(vec=vec, state=state) -> int:
+            def step(vec=vec, state=state, n=n) -> int:
                 state["obs"] = vec.step(_first_legal(state["obs"]["action_mask"]))[0]
                 return n
 
-            speeds[name] = _steps_per_second(step, lambda: None, cfg.seconds)
+            speeds[name] = _steps_per_second(step, cfg.seconds)
         rows.append({"num_envs": n, "native_steps_per_s": round(speeds["native"]),
                      "sync_steps_per_s": round(speeds["sync"]), "ratio": round(speeds["native"] / speeds["sync"], 1)})
     return rows
@@ -167,7 +166,7 @@ def trie_report(cfg: Config, ctx, out: Path) -> list[dict]:
     # a level-factorised popularity model that knows nothing of the trie (as an untrained decoder would)
     imp = ctx.scenario.table("impressions")
     codes = sim.ad_codes[imp["ad_id"].to_numpy()]
-    logp = [np.log((np.bincount(codes[:, d], minlength=sim.trie.width) + 1.0)) for d in range(sim.depth)]
+    logp = [np.log(np.bincount(codes[:, d], minlength=sim.trie.width) + 1.0) for d in range(sim.depth)]
     width = min(cfg.beam_width, sim.trie.n_paths)
     sums = sim.trie.allowed_prefix_sums(allowed[:20])
     valid = {"without trie": [], "with trie": []}
@@ -191,7 +190,8 @@ def trie_report(cfg: Config, ctx, out: Path) -> list[dict]:
         {"measure": "legal share of the inventory (median)", "value": f"{np.median(legal_ads) / allowed.shape[1]:.1%}"},
         {"measure": f"valid paths among {width} beams, without trie (mean)",
          "value": f"{np.mean(valid['without trie']):.1f}"},
-        {"measure": f"valid paths among {width} beams, with trie (mean)", "value": f"{np.mean(valid['with trie']):.1f}"},
+        {"measure": f"valid paths among {width} beams, with trie (mean)",
+         "value": f"{np.mean(valid['with trie']):.1f}"},
     ]
 
 
