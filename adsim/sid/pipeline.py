@@ -1,0 +1,172 @@
+"""One call for the scenario builder: fit SIDs for a scenario's ads and organic items and keep what the simulator
+needs (codes and the path -> ads index).
+
+Choices, and why:
+
+* The semantic tokenizer is fitted on all ads plus a seeded subsample of organic items, ``max_fit_items`` in all.
+  Ads and organic content share one SID space (GPR), the ads always take part because their paths are the ones the
+  simulator resolves, and the cap keeps fitting time flat as the organic catalogue grows.
+* Organic items have no bid, goal or industry, so they get the semantic levels only: ``organic_codes`` has
+  ``L_sem`` columns and equals the first ``L_sem`` columns an ad with the same embedding would get. With
+  ``commercial=False`` ads and organic items have the same ``L_sem`` levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pandas as pd
+
+from adsim.errors import AdSimDataError
+from adsim.sid.base import (
+    SemanticTokenizer,
+    SidTokenizer,
+    check_embeddings,
+    config_from_json,
+    config_to_json,
+    load_tokenizer,
+    read_state,
+    write_state,
+)
+from adsim.sid.commercial import CommercialConfig, CommercialSid, check_attrs
+from adsim.sid.metrics import code_usage_rate, collision_rate
+from adsim.sid.path_index import PathIndex
+from adsim.sid.rq_kmeans import RQKMeans, RQKMeansConfig
+from adsim.sid.rq_kmeans_plus import RQKMeansPlus
+from adsim.sid.rq_vae import RQVAE
+
+TOKENIZERS = ("rq_kmeans", "rq_vae", "rq_kmeans_plus")
+
+
+@dataclass
+class SidConfig:
+    tokenizer: str = "rq_kmeans_plus"
+    """Semantic tokenizer: "rq_kmeans" | "rq_vae" | "rq_kmeans_plus"."""
+    semantic_codebook_sizes: tuple[int, ...] = (128, 128)
+    """Codes per semantic level; ads get one more (commercial) level when ``commercial``."""
+    commercial: bool = True
+    """Last ad level from goal / ROI / industry / bid (UniVA Commercial SID)."""
+    n_min: int = 1
+    """Fewest bid bins per commercial composition key."""
+    n_max: int = 32
+    """Most bid bins per commercial composition key."""
+    vocab_budget: int = 256
+    """V: size limit of the commercial level's vocabulary."""
+    seed: int = 0
+    epochs: int = 15
+    """Training epochs of rq_vae / rq_kmeans_plus."""
+    batch_size: int = 512
+    kmeans_iters: int = 25
+    """Lloyd iterations per level (RQ-Kmeans, and the RQ-Kmeans+ initialisation)."""
+    max_fit_items: int | None = 20_000
+    """Items the semantic tokenizer is fitted on: all ads, topped up with a seeded sample of organic items up to this
+    many (never fewer than the ads); None = every organic item too."""
+    hidden_dims: tuple[int, ...] = (128,)
+    """Encoder hidden widths of rq_vae / rq_kmeans_plus."""
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if self.max_fit_items is not None and self.max_fit_items < 1:
+            raise ValueError(f"max_fit_items must be >= 1 or None, got {self.max_fit_items}")
+        self.semantic_codebook_sizes = tuple(self.semantic_codebook_sizes)
+        self.hidden_dims = tuple(self.hidden_dims)
+
+    def semantic_tokenizer(self) -> SemanticTokenizer:
+        """A fresh, unfitted semantic tokenizer as configured."""
+        sizes, seed = self.semantic_codebook_sizes, self.seed
+        if self.tokenizer == "rq_kmeans":
+            return RQKMeans(RQKMeansConfig(codebook_sizes=sizes, n_iter=self.kmeans_iters, seed=seed))
+        cls = RQKMeansPlus if self.tokenizer == "rq_kmeans_plus" else RQVAE
+        common = {"codebook_sizes": sizes, "hidden_dims": self.hidden_dims, "epochs": self.epochs,
+                  "batch_size": self.batch_size, "kmeans_iters": self.kmeans_iters, "seed": seed}
+        return cls(replace(cls.default_config(), **common))
+
+    def commercial_config(self) -> CommercialConfig:
+        return CommercialConfig(n_min=self.n_min, n_max=self.n_max, vocab_budget=self.vocab_budget)
+
+
+@dataclass
+class SidArtifacts:
+    """Everything ``fit_scenario_sids`` produces; saved under a scenario bundle's ``sid/`` directory."""
+
+    config: SidConfig
+    tokenizer: SidTokenizer
+    """``CommercialSid`` (ads: semantic + commercial level) or the semantic tokenizer itself."""
+    ad_codes: np.ndarray
+    """(n_ads, L) int64, row i = ad i."""
+    organic_codes: np.ndarray
+    """(n_organic, L_sem) int64: semantic levels only (organic items have no commercial attributes)."""
+    ad_index: PathIndex
+    """Full ad path -> ad ids."""
+
+    @property
+    def semantic(self) -> SemanticTokenizer:
+        return self.tokenizer.semantic if isinstance(self.tokenizer, CommercialSid) else self.tokenizer
+
+    def summary(self) -> dict:
+        """Collisions and code usage of the ad paths, the numbers to check before trusting a scenario's SIDs."""
+        sizes = self.tokenizer.codebook_sizes
+        return {
+            "n_ads": int(self.ad_codes.shape[0]),
+            "ad_paths": self.ad_index.num_paths,
+            "ad_collision_rate": collision_rate(self.ad_codes),
+            "largest_ad_bucket": int(self.ad_index.bucket_sizes.max(initial=0)),
+            "ad_code_usage": code_usage_rate(self.ad_codes, sizes).round(4).tolist(),
+            "codebook_sizes": list(sizes),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """``meta.json`` (config, ``summary()``) + ``arrays.npz`` (codes), ``tokenizer/`` and ``ad_index.npz``."""
+        directory = Path(directory)
+        write_state(directory, kind="sid_artifacts", config=config_to_json(self.config), state=self.summary(),
+                    arrays={"ad_codes": self.ad_codes, "organic_codes": self.organic_codes})
+        self.tokenizer.save(directory / "tokenizer")
+        self.ad_index.save(directory / "ad_index.npz")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        directory = Path(directory)
+        config, _, arrays = read_state(directory, kind="sid_artifacts")
+        return cls(config=config_from_json(SidConfig, config), tokenizer=load_tokenizer(directory / "tokenizer"),
+                   ad_codes=arrays["ad_codes"], organic_codes=arrays["organic_codes"],
+                   ad_index=PathIndex.load(directory / "ad_index.npz"))
+
+
+def fit_scenario_sids(ad_embeddings: np.ndarray, ads: pd.DataFrame, organic_embeddings: np.ndarray,
+                      config: SidConfig | None = None) -> SidArtifacts:
+    """Fit the configured SIDs on a scenario and encode all its ads and organic items.
+
+    Args:
+        ad_embeddings: ``(n_ads, D)``, row i = ad i.
+        ads: the ads table (``ad_id`` = row index; goal, roi_target, industry_l1, bid when ``config.commercial``).
+        organic_embeddings: ``(n_organic, D)``.
+        config: defaults to RQ-Kmeans+ semantic levels with a Commercial SID last level.
+    """
+    config = config or SidConfig()
+    ad_x = check_embeddings(ad_embeddings, name="ad_embeddings")
+    organic_x = check_embeddings(organic_embeddings, name="organic_embeddings", dim=ad_x.shape[1])
+    if len(ads) != ad_x.shape[0]:
+        raise AdSimDataError(f"ads has {len(ads)} rows but ad_embeddings has {ad_x.shape[0]}")
+    if "ad_id" in ads.columns and not np.array_equal(ads["ad_id"].to_numpy(), np.arange(len(ads))):
+        raise AdSimDataError("ad_id must equal the row index 0..n-1", column="ad_id")
+    if config.commercial:
+        check_attrs(ads, ad_x.shape[0])
+
+    # fit set: every ad plus a seeded subsample of organic items
+    n_organic = organic_x.shape[0]
+    if config.max_fit_items is not None:
+        n_organic = min(n_organic, max(config.max_fit_items - ad_x.shape[0], 0))
+    pick = np.sort(np.random.default_rng(config.seed).choice(organic_x.shape[0], size=n_organic, replace=False))
+    semantic = config.semantic_tokenizer().fit(np.concatenate([ad_x, organic_x[pick]]))
+
+    tokenizer: SidTokenizer = semantic
+    if config.commercial:
+        tokenizer = CommercialSid(semantic, config.commercial_config()).fit(ad_x, ads)
+    ad_codes = tokenizer.encode(ad_x, ads)
+    return SidArtifacts(config=config, tokenizer=tokenizer, ad_codes=ad_codes,
+                        organic_codes=semantic.encode(organic_x), ad_index=PathIndex.from_codes(ad_codes))
