@@ -209,6 +209,27 @@ def _write_logs(root: Path, world: World, progress: bool) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------- loading
+def _mapped_frame(path: Path, digest: str | None) -> pd.DataFrame:
+    """A Parquet table as a DataFrame whose numeric columns live in a shared, read-only memory map.
+
+    The first reader converts the file into an uncompressed Arrow IPC copy in the cache, named by the Parquet
+    file's checksum; every process then maps that copy, so many env processes share one set of pages instead
+    of each holding its own. Without a known checksum (a bundle being built) the table is read directly.
+    """
+    if digest is None:
+        return pq.read_table(path).to_pandas()
+    mapped = cache_dir() / "tables" / f"{digest}.arrow"
+    if not mapped.is_file():
+        mapped.parent.mkdir(parents=True, exist_ok=True)
+        tmp = mapped.with_name(f".{mapped.name}.{uuid.uuid4().hex[:8]}")
+        table = pq.read_table(path).unify_dictionaries().combine_chunks()
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, mapped)
+    table = pa.ipc.open_file(pa.memory_map(str(mapped))).read_all()
+    return table.to_pandas(split_blocks=True)
+
+
 _VALIDATED: set[tuple[str, str]] = set()
 
 
@@ -271,8 +292,7 @@ class Scenario:
             path = table_path(self.path, name)
             if not path.is_file():
                 raise AdSimDataError("table file is missing", file=str(path))
-            df = pq.read_table(path).to_pandas()
-            self._tables[name] = df
+            self._tables[name] = _mapped_frame(path, self.manifest.get("files", {}).get(f"tables/{name}.parquet"))
         return self._tables[name]
 
     def array(self, name: str) -> np.ndarray:

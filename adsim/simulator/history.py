@@ -19,11 +19,11 @@ class EventIndex:
 
     def __init__(self, user_ids: np.ndarray, ts: np.ndarray, payload: dict[str, np.ndarray]):
         order = np.lexsort((ts, user_ids))
-        self.user_ids = np.asarray(user_ids, dtype=np.int64)[order]
-        self.ts = np.asarray(ts, dtype=np.int64)[order]
+        self.user_ids = np.asarray(user_ids)[order].astype(np.int32)
+        self.ts = np.asarray(ts)[order].astype(np.int64)
         self.payload = {k: np.asarray(v)[order] for k, v in payload.items()}
         self._span = int(self.ts.max()) + 2 if len(self.ts) else 2
-        self._key = self.user_ids * self._span + self.ts
+        self._key = self.user_ids.astype(np.int64) * self._span + self.ts
 
     def last(self, user_ids: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, n) row positions of each user's last ``n`` events before ``ts`` (most recent last) and a valid mask.
@@ -42,7 +42,7 @@ class EventIndex:
 def organic_index(scenario: Scenario) -> EventIndex:
     events = scenario.table("organic_events")
     return EventIndex(events["user_id"].to_numpy(), events["ts"].to_numpy(),
-                      {"item_id": events["item_id"].to_numpy()})
+                      {"item_id": events["item_id"].to_numpy().astype(np.int32)})
 
 
 def ad_index(scenario: Scenario, split_end_ts: int | None = None) -> EventIndex:
@@ -54,4 +54,4 @@ def ad_index(scenario: Scenario, split_end_ts: int | None = None) -> EventIndex:
                       np.where(imp["click"].to_numpy(), ACTION_CLICK, ACTION_IMPRESSION))
     keep = np.ones(len(ts), dtype=bool) if split_end_ts is None else ts < split_end_ts
     return EventIndex(req["user_id"].to_numpy()[pos][keep], ts[keep],
-                      {"ad_id": imp["ad_id"].to_numpy()[keep], "action": action[keep].astype(np.int8)})
+                      {"ad_id": imp["ad_id"].to_numpy()[keep].astype(np.int32), "action": action[keep].astype(np.int8)})

@@ -41,6 +41,9 @@ class Evaluation(NamedTuple):
     ecpm: np.ndarray
     final_value: np.ndarray  # (B, K), 0 where invalid
     zscore: np.ndarray  # (B, K) final_value z-scored over each request's valid candidates
+    won: np.ndarray | None = None
+    """(B, K) bool where the scenario logs market prices (imported RTB auctions): the resolved ad's eCPM reached
+    the request's market price. A lost auction is still valid, with final_value 0. None without market prices."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class ProcessRewardConfig:
 class Simulator:
     """Resolves and scores candidate SID paths for batches of requests."""
 
+    MARKET_PRICE = "request_market_price"
+    """Per-request market price (the price to beat, in eCPM units) of imported RTB logs, aligned with requests."""
+
     def __init__(self, scenario: Scenario, ad_codes: np.ndarray, codebook_sizes: tuple[int, ...],
                  scorer: Scorer, truth: Scorer | None = None, process: ProcessRewardConfig | None = None):
         self.scenario = scenario
@@ -69,6 +75,10 @@ class Simulator:
         self._successes: EventIndex | None = None
         self.calls = 0
         """Pairs scored so far (the simulator budget trainers spend)."""
+        try:
+            self.market_price: np.ndarray | None = np.asarray(scenario.array(self.MARKET_PRICE), dtype=np.float64)
+        except AdSimError:  # no auction in this scenario
+            self.market_price = None
 
     @property
     def depth(self) -> int:
@@ -90,7 +100,12 @@ class Simulator:
     # ------------------------------------------------------------------------------------------ evaluate
     def evaluate(self, requests: RequestBatch, paths: np.ndarray, reward_source: RewardSource = "model",
                  allowed: np.ndarray | None = None) -> Evaluation:
-        """Score (B, K, L) candidate paths of B requests."""
+        """Score (B, K, L) candidate paths of B requests.
+
+        With logged market prices (``arrays/request_market_price.npy``, e.g. iPinYou), an ad wins the request only
+        if its eCPM reaches the request's market price; a lost auction is valid but pays final_value 0 (``won``).
+        A synthetic request (negative id -1 - j) meets the market price of logged request j mod n.
+        """
         paths = np.asarray(paths)
         n = len(requests["user_id"])
         if paths.ndim != 3 or paths.shape[0] != n or paths.shape[2] != self.depth:
@@ -121,8 +136,14 @@ class Simulator:
                 out[name][cand[first]] = getattr(scores, name)[first, 0]
         valid = (ad_id >= 0).reshape(b, k)
         final = out["final_value"].reshape(b, k)
+        won = None
+        if self.market_price is not None:
+            rid = np.asarray(requests["request_id"], dtype=np.int64)
+            price = self.market_price[np.where(rid >= 0, rid, -1 - rid) % len(self.market_price)]
+            won = valid & (out["ecpm"].reshape(b, k) >= price[:, None])
+            final = np.where(won, final, 0.0)
         return Evaluation(ad_id.reshape(b, k), valid, out["pctr"].reshape(b, k), out["pcvr"].reshape(b, k),
-                          out["ecpm"].reshape(b, k), final, zscore(final, valid))
+                          out["ecpm"].reshape(b, k), final, zscore(final, valid), won)
 
     def oracle(self, requests: RequestBatch, reward_source: RewardSource = "model",
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
