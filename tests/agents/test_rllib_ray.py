@@ -53,14 +53,11 @@ def env_config(env_fixture):
 @pytest.fixture(scope="module")
 def full_bundle(tmp_path_factory):
     """A tiny bundle with trained reward models: the real loader opens it in every Ray worker, no fakes."""
-    bundle = pytest.importorskip("reward_models.bundle")
     from adsim import build_scenario
-    from adsim.pipeline import default_steps, sid_step
+    from adsim.pipeline import default_steps
 
-    steps = default_steps()
-    if len(steps) < 2:  # the pipeline does not train reward models yet: add the reward-model step ourselves
-        steps = [("sid", sid_step), ("reward_models", bundle.bundle_step)]
-    return build_scenario(tmp_path_factory.mktemp("full") / "bundle", "tiny", seed=3, progress=False, steps=steps)
+    return build_scenario(tmp_path_factory.mktemp("full") / "bundle", "tiny", seed=3, progress=False,
+                          steps=default_steps())
 
 
 def _module(env):
