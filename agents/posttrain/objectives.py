@@ -1,0 +1,122 @@
+"""Post-training objectives as pure functions: HEPO's advantages and losses, GRPO's, DPO's, and preference pairs.
+
+Shapes: N candidate paths (flattened requests x K), L SID levels. Level indices here are 0-based: level l
+chooses z_{l+1} in the paper's 1-based notation. ``values[:, l]`` is the critic's V(s, z_{1:l}), the value of the
+state *before* choosing level l (so ``values[:, 0]`` is V(s)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def group_zscore(values: np.ndarray, valid: np.ndarray | None = None, eps: float = 1e-6) -> np.ndarray:
+    """(B, K) -> (B, K): (R - mu_K) / (sigma_K + eps) over each request's K (valid) candidates; 0 where invalid."""
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.ones(values.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    mean = np.where(valid, values, 0.0).sum(axis=1, keepdims=True) / n
+    std = np.sqrt(np.where(valid, (values - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n)
+    return np.where(valid, (values - mean) / (std + eps), 0.0)
+
+
+def level_rewards(process: np.ndarray, terminal: np.ndarray) -> np.ndarray:
+    """(N, L-1) process rewards and (N,) terminal rewards -> (N, L) per-level rewards r_l (HEPO eq. r_l)."""
+    return np.concatenate([np.asarray(process, dtype=np.float64), np.asarray(terminal, dtype=np.float64)[:, None]],
+                          axis=1)
+
+
+def returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """(N, L) -> (N, L): G_l = sum_k gamma^k r_{l+k}, the value loss's targets."""
+    out = np.zeros_like(rewards, dtype=np.float64)
+    running = np.zeros(len(rewards))
+    for level in range(rewards.shape[1] - 1, -1, -1):
+        running = rewards[:, level] + gamma * running
+        out[:, level] = running
+    return out
+
+
+def gae_over_levels(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """(N, L) rewards and (N, L) values V(s, z_{1:l}) -> (N, L-1) GAE advantages of the coarse levels.
+
+    delta_l = r_l + gamma V(s, z_{1:l+1}) - V(s, z_{1:l}) and A_l = sum_{k=0}^{L-l-2} (gamma lam)^k delta_{l+k}
+    for l < L-1 (GPR: the coarse-level sum stops before the terminal level, whose advantage is z-scored).
+    """
+    rewards, values = np.asarray(rewards, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    depth = rewards.shape[1]
+    delta = rewards[:, : depth - 1] + gamma * values[:, 1:depth] - values[:, : depth - 1]
+    adv = np.zeros_like(delta)
+    running = np.zeros(len(delta))
+    for level in range(depth - 2, -1, -1):
+        running = delta[:, level] + gamma * lam * running
+        adv[:, level] = running
+    return adv
+
+
+@dataclass(frozen=True)
+class Advantages:
+    advantages: np.ndarray  # (N, L)
+    returns: np.ndarray  # (N, L) value targets
+
+
+def hepo_advantages(process: np.ndarray, terminal: np.ndarray, terminal_zscore: np.ndarray, values: np.ndarray,
+                    gamma: float, lam: float, use_process: bool = True) -> Advantages:
+    """HEPO: GAE over process rewards at coarse levels, the group z-score of final_value at the last level."""
+    process = np.asarray(process, dtype=np.float64) if use_process else np.zeros_like(process, dtype=np.float64)
+    rewards = level_rewards(process, terminal)
+    adv = np.concatenate([gae_over_levels(rewards, values, gamma, lam), np.asarray(terminal_zscore)[:, None]], axis=1)
+    return Advantages(adv, returns(rewards, gamma))
+
+
+def grpo_advantages(terminal_zscore: np.ndarray, depth: int) -> Advantages:
+    """GRPO: every level gets its path's group z-scored final_value; no critic (returns are unused zeros)."""
+    z = np.asarray(terminal_zscore, dtype=np.float64)
+    return Advantages(np.repeat(z[:, None], depth, axis=1), np.zeros((len(z), depth)))
+
+
+def clipped_policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
+                        level_coef: torch.Tensor, clip_eps: float) -> torch.Tensor:
+    """-E[sum_l c_l min(rho_l A_l, clip(rho_l, 1-eps, 1+eps) A_l)], rho_l = pi(z_l) / pi_old(z_l). (N, L) inputs."""
+    ratio = torch.exp(logp - logp_old)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    return -(torch.minimum(unclipped, clipped) * level_coef).sum(dim=1).mean()
+
+
+def value_loss(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """E[sum_l (V(s, z_{1:l}) - G_l)^2] over (N, L)."""
+    return ((values - targets) ** 2).sum(dim=1).mean()
+
+
+def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+    """-E[log sigmoid(beta ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))))] over (P,) path log-probs."""
+    margin = (logp_chosen - ref_chosen) - (logp_rejected - ref_rejected)
+    return -F.logsigmoid(beta * margin).mean()
+
+
+def preference_pairs(values: np.ndarray, valid: np.ndarray, margin: float = 0.05, max_pairs: int = 4
+                     ) -> np.ndarray:
+    """(P, 3) rows (request, chosen k, rejected k) from (B, K) candidate values.
+
+    Rule: each request's best valid candidate is preferred over up to ``max_pairs`` others, taken from the
+    bottom, whose value is below ``(1 - margin)`` times the best (invalid candidates always qualify, at the
+    bottom). Ties and near-ties make no pair, so DPO never learns from noise-level differences; requests whose
+    candidates are all within the margin contribute nothing.
+    """
+    values, valid = np.asarray(values, dtype=np.float64), np.asarray(valid, dtype=bool)
+    rows = []
+    for b in range(len(values)):
+        if not valid[b].any():
+            continue
+        score = np.where(valid[b], values[b], -np.inf)
+        best = int(np.argmax(score))
+        threshold = values[b, best] * (1.0 - margin) if values[b, best] > 0 else values[b, best] - margin
+        losers = np.flatnonzero(~valid[b] | (score < threshold))
+        losers = losers[np.argsort(score[losers], kind="stable")][:max_pairs]
+        rows.extend((b, best, int(k)) for k in losers)
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
