@@ -70,3 +70,17 @@ def test_preference_pairs_follow_the_documented_rule():
     # request 0: best is 0; 9.8 is within 5% (no pair); 5.0 qualifies; the invalid one always qualifies (first)
     assert pairs.tolist() == [[0, 0, 3], [0, 0, 2]]
     assert len(preference_pairs(values[1:], valid[1:])) == 0
+
+
+def test_ranking_metrics_by_hand():
+    from agents.posttrain.metrics import ndcg, normalised_score, opr
+
+    valid = np.ones((1, 3), dtype=bool)
+    assert ndcg(np.array([[3.0, 2.0, 1.0]]), valid) == pytest.approx(1.0)
+    assert opr(np.array([[3.0, 2.0, 1.0]]), valid) == 1.0
+    assert opr(np.array([[1.0, 2.0, 3.0]]), valid) == 0.0
+    # order (mid, top, bottom): rel = (0.5, 1, 0); DCG = (2^.5 - 1) + 1/log2(3); IDCG = 1 + (2^.5 - 1)/log2(3)
+    expected = ((2**0.5 - 1) + 1 / np.log2(3)) / (1 + (2**0.5 - 1) / np.log2(3))
+    assert ndcg(np.array([[2.0, 3.0, 1.0]]), valid) == pytest.approx(expected)
+    assert opr(np.array([[2.0, 3.0, 1.0]]), valid) == pytest.approx(2 / 3)
+    assert normalised_score(np.array([3.0]), np.array([1.0]), np.array([5.0])) == 0.5
