@@ -88,6 +88,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write CSV/Markdown/PNG reports here")
     p.set_defaults(func=_evaluate_rewards)
 
+    from adsim.importers import add_import_parser
+
+    add_import_parser(sub)
+
     p = sub.add_parser("schema", help="print the logged tables' schemas as Markdown")
     p.set_defaults(func=_schema)
     return parser

@@ -25,7 +25,7 @@ def sid_step(root: Path, scenario: Scenario, progress: bool) -> dict:
 
     n_ads = len(scenario.table("ads"))
     per_level = semantic_codebook_size(n_ads)
-    config = SidConfig(seed=int(scenario.manifest.get("seed", 0)), semantic_codebook_sizes=(per_level, per_level),
+    config = SidConfig(seed=int(scenario.manifest.get("seed") or 0), semantic_codebook_sizes=(per_level, per_level),
                        vocab_budget=min(256, 4 * per_level))
     artifacts = fit_scenario_sids(np.asarray(scenario.ad_embeddings), scenario.table("ads"),
                                   np.asarray(scenario.organic_embeddings), config)

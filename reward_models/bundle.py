@@ -120,5 +120,5 @@ def bundle_sid_codes(root: Path) -> np.ndarray | None:
 
 def bundle_step(root: Path, scenario: Scenario, progress: bool) -> dict:
     """Build step: train the default reward models into ``root / "reward_models"`` (seeded by the bundle's seed)."""
-    config = RewardModelsConfig(seed=int(scenario.manifest.get("seed", 0)))
+    config = RewardModelsConfig(seed=int(scenario.manifest.get("seed") or 0))
     return train_reward_models(scenario, root / "reward_models", config, bundle_sid_codes(root))

@@ -27,6 +27,7 @@ then does what is the same for every source, so each default is invented once an
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,12 +153,15 @@ def read_delimited(path: str | Path, *, sep: str, header: bool = True, required:
 
 def numeric(df: pd.DataFrame, column: str, file: str, kind: type = float) -> np.ndarray:
     """A string column as numbers; an error naming the file, column and data rows that are not numbers."""
-    values = pd.to_numeric(df[column].str.strip() if df[column].dtype == object or
-                           pd.api.types.is_string_dtype(df[column]) else df[column], errors="coerce")
+    series = df[column]
+    text = series.dtype == object or pd.api.types.is_string_dtype(series)
+    values = pd.to_numeric(series.str.strip() if text else series, errors="coerce")
     bad = values.isna().to_numpy()
     if bad.any():
-        raise AdSimDataError(f"not a number: {df[column].iloc[int(np.flatnonzero(bad)[0])]!r}", file=file,
+        raise AdSimDataError(f"not a number: {series.iloc[int(np.flatnonzero(bad)[0])]!r}", file=file,
                              column=column, rows=np.flatnonzero(bad))
+    if kind is int and pd.api.types.is_integer_dtype(values.dtype):
+        return values.to_numpy(dtype=np.int64)  # exact: 17-digit timestamps do not survive float64
     out = values.to_numpy(dtype=np.float64)
     if kind is int:
         frac = out != np.round(out)
@@ -298,10 +302,11 @@ def assemble(raw: RawLogs) -> ImportedLogs:
     request_of_event = np.cumsum(first) - 1  # dense request ids, time ordered
     req_rows = ev.loc[first]
     n_req = len(req_rows)
-    if ev.groupby("request")["ts"].nunique().max() > 1:
-        bad = ev.groupby("request")["ts"].transform("nunique").to_numpy() > 1
-        raise AdSimDataError("impressions of one request have different timestamps", file=src, column="request",
-                             rows=np.flatnonzero(bad))
+    for column in ("ts", "user"):
+        bad = ev.groupby("request")[column].transform("nunique").to_numpy() > 1
+        if bad.any():
+            raise AdSimDataError(f"impressions of one request have different {column} values", file=src,
+                                 column="request", rows=np.flatnonzero(bad))
 
     # ---- users
     if raw.users is None:
@@ -505,9 +510,12 @@ def reward_step(root: Path, scenario: Scenario, progress: bool) -> dict:
     """The reward-model build step, adapted to real logs that the default configuration cannot train on.
 
     Real logs often have no conversions at all (OBD, iPinYou's impression log, the Taobao sample) or only a few
-    clicks (iPinYou: 5 in 12k impressions). With no conversions the pCVR model is fitted with ``min_positives=0``,
-    so it predicts a constant near 0, and final_value drops its pCVR term (alphas ``{"pctr": 1}``); with fewer
-    than 20 training clicks the pCTR model is fitted anyway (``min_positives=1``) and the manifest says so.
+    clicks (iPinYou: 5 in 12k impressions). With no conversions the pCVR model is fitted with ``min_positives=0``
+    on every impression (``cvr_target="ctcvr"``: a validation split without clicks would leave the clicked-rows
+    model no validation rows), so it predicts a constant near 0, and final_value drops its pCVR term (alphas
+    ``{"pctr": 1}``); with fewer
+    than 20 training clicks the pCTR model is fitted anyway (``min_positives=0``; with none it is a constant)
+    and the manifest says so.
     Otherwise this is ``reward_models.bundle.bundle_step`` unchanged.
     """
     from reward_models.bundle import RewardModelsConfig, bundle_sid_codes, train_reward_models
@@ -520,14 +528,18 @@ def reward_step(root: Path, scenario: Scenario, progress: bool) -> dict:
     config = RewardModelsConfig(seed=int(scenario.manifest.get("seed") or 0))
     adjusted = []
     if clicks < config.pctr.min_positives:
-        config.pctr = replace(config.pctr, min_positives=1)
+        config.pctr = replace(config.pctr, min_positives=0)
         adjusted.append(f"pctr trained on only {clicks} clicks (fewer than 20: low confidence)")
     if conversions < config.pcvr.min_positives:
         config.pcvr = replace(config.pcvr, min_positives=0)
+        config.cvr_target = "ctcvr"  # fitted on every impression: a split with no click still has rows
         config.value = ValueConfig(alphas={"pctr": 1.0})
         adjusted.append(f"{conversions} conversions logged: pcvr is a constant near 0 and final_value = "
                         "eCPM + pCTR term only")
-    summary = train_reward_models(scenario, root / "reward_models", config, bundle_sid_codes(root))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        # a split without clicks has no pCVR metrics: they are NaN in the manifest, not warnings
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        summary = train_reward_models(scenario, root / "reward_models", config, bundle_sid_codes(root))
     return {**summary, "import_adjustments": adjusted}
 
 

@@ -12,11 +12,11 @@ includes it where the exchange enforced it.
 
 Mapping (beyond ``adsim.importers.common``'s defaults):
 
-* requests: one per row (``bidid``), ``ts`` from ``timestamp`` (Beijing time as logged), one ad slot, position 0.
-  ``device`` from ``useragent``: android -> 0, ios -> 1, windows/mac/linux/other -> 2. ``placement`` carries
-  the ad exchange (1, 2, 3 -> 0, 1, 2): iPinYou logs no feed/video/article placement, and the exchange is its only
-  three-level context. Splits: ``test.log.txt`` rows are test; in ``train.log.txt`` the latest 15% by time are
-  valid, the rest train (the DLF split, kept).
+* requests: one per row (``bidid`` repeats once in the 2259 train file, so rows are not merged), ``ts`` from
+  ``timestamp`` (Beijing time as logged), one ad slot, position 0. ``device`` from ``useragent``: android -> 0, ios
+  -> 1, windows/mac/linux/other -> 2. ``placement`` carries the ad exchange (1, 2, 3 -> 0, 1, 2): iPinYou logs no
+  feed/video/article placement, and the exchange is its only three-level context. Splits: ``test.log.txt`` rows are
+  test; in ``train.log.txt`` the latest 15% by time are valid, the rest train (the DLF split, kept).
 * impressions: ``creative`` -> ad, click from ``click``, ``cost`` = payprice / 1000 (CPM: per impression),
   ``ranking_ecpm`` = ``bidprice`` (the bidder's own eCPM for the request), propensity 1 (the bidder is
   deterministic: no off-policy evaluation on this bundle), conversions not in this log.
@@ -99,9 +99,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawL
     """The canonical long format of iPinYou logs (see the module docstring); ``max_rows`` per file."""
     paths = ipinyou_files(src)
     log = pd.concat([_read(p, max_rows) for p in paths], ignore_index=True)
-    dup = log["bidid"].duplicated().to_numpy()
-    if dup.any():
-        raise AdSimDataError("duplicate bidid", file=str(paths[-1]), column="bidid", rows=np.flatnonzero(dup))
+    duplicate_bidids = int(log["bidid"].duplicated().sum())  # the 2259 train file reuses one: rows stay apart
     ts = seconds_since_first_midnight(log["time"])
 
     # ---- splits: test file -> test; the train file's latest 15% -> valid
@@ -136,7 +134,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawL
                          index=pd.Index(log["user"].to_numpy()[first]))
 
     events = pd.DataFrame({
-        "request": log["bidid"].to_numpy(), "user": log["user"].to_numpy(), "ad": log["creative"].to_numpy(),
+        "request": np.arange(len(log)), "user": log["user"].to_numpy(), "ad": log["creative"].to_numpy(),
         "ts": ts, "click": log["click"].to_numpy(), "device": device_of(log["useragent"]),
         "placement": np.clip(log["adexchange"].to_numpy() - 1, 0, 2), "n_slots": 1, "split": split,
         "cost": log["payprice"].to_numpy() / 1000.0, "ranking_ecpm": log["bidprice"].to_numpy().astype(np.float64),
@@ -156,7 +154,8 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawL
         "format": "ipinyou", "files": [file_info(p) for p in paths], "rows_read": len(log),
         "propensities": "unknown (1.0): deterministic bidder",
         "mapping": {
-            "request": "bidid", "ts": "timestamp (Beijing time), seconds since first midnight", "ad": "creative",
+            "request": "one per row (bidid is not unique)",
+            "ts": "timestamp (Beijing time), seconds since first midnight", "ad": "creative",
             "user": "ipinyouid", "gender": f"usertag {MALE} -> 0, {FEMALE} -> 1, else 0", "region": "city",
             "device": "useragent os: android 0, ios 1, else 2", "placement": "adexchange - 1",
             "split": "test file -> test; latest 15% of the train file -> valid", "goal/bid": "CPM, median bidprice",
@@ -167,6 +166,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawL
         },
         "conversions": "not logged",
         "clicks": int(log["click"].sum()),
+        "duplicate_bidids": duplicate_bidids,
     }
     auction = {
         "market_price": "arrays/request_market_price.npy: payprice per request (CPM, fen per mille)",

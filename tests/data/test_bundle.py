@@ -112,4 +112,4 @@ def test_write_bundle_from_tables_validates_first_and_marks_no_truth(tmp_path, t
     scenario = load_scenario(out)
     assert scenario.manifest["has_ground_truth"] is False and scenario.manifest["note"] == "copied"
     with pytest.raises(AdSimError, match="no ground truth"):
-        scenario.world
+        _ = scenario.world

@@ -1,0 +1,94 @@
+"""The Open Bandit Dataset imports as a full bundle that AdSim-v0 runs on, with its propensities kept."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers AdSim-v0)
+from adsim import Scenario
+from adsim.importers import add_import_parser, import_logs, import_steps
+from adsim.importers.obd import read_obd
+from adsim.ope import BanditFeedback
+from adsim.pipeline import default_steps
+
+ROWS = 1500
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return import_logs("obd", None, tmp_path_factory.mktemp("obd") / "bundle", max_rows=ROWS, progress=False)
+
+
+def test_import_steps_use_the_pipeline():
+    names = [name for name, _ in import_steps()]
+    assert names[0] == "sid" and "reward_models" in names
+    assert [name for name, _ in default_steps()][: len(names)] == names
+
+
+def test_manifest_documents_source_and_defaults(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["source"] == "obd:random" and manifest["has_ground_truth"] is False
+    assert manifest["rows"]["impressions"] == ROWS and manifest["rows"]["ads"] == 80
+    notes = manifest["import"]
+    assert notes["propensities"].startswith("logged")
+    assert notes["defaults"]["ads"]["targeting"].startswith("untargeted")
+    assert notes["files"][0]["sha256"] == "7168295b6e0a9eabcf3392320a5dd434e542b68e705d5cd9491499af589812f1"
+    assert {"sid", "reward_models"} <= set(manifest)
+
+
+def test_propensities_positions_and_clicks_are_the_logs(bundle):
+    log, _, _ = read_obd(behavior="random", max_rows=ROWS)
+    scenario = Scenario(bundle)
+    imp, req = scenario.table("impressions"), scenario.table("requests")
+    np.testing.assert_array_equal(imp["propensity"].to_numpy(), log["propensity_score"].to_numpy())
+    np.testing.assert_array_equal(imp["position"].to_numpy(), log["position"].to_numpy() - 1)
+    np.testing.assert_array_equal(imp["click"].to_numpy(), log["click"].to_numpy())
+    np.testing.assert_array_equal(imp["ad_id"].to_numpy(), log["item_id"].to_numpy())
+    assert (req["n_slots"] == 3).all() and not imp["conversion"].any()
+    assert (np.diff(req["ts"].to_numpy()) >= 0).all()
+    ads = scenario.table("ads")
+    assert (ads["goal"].astype(str) == "CPC").all() and (ads["bid"] == 1.0).all()
+    feedback = BanditFeedback.from_scenario(scenario)
+    assert feedback.n_actions == 80 and np.allclose(feedback.pscore, 1 / 80)
+
+
+def test_organic_history_precedes_its_request(bundle):
+    scenario = Scenario(bundle)
+    events, req = scenario.table("organic_events"), scenario.table("requests")
+    assert len(events) > 0
+    rows = events["request_id"].to_numpy()
+    assert (events["ts"].to_numpy() < req["ts"].to_numpy()[rows]).all()
+    assert (events["user_id"].to_numpy() == req["user_id"].to_numpy()[rows]).all()
+
+
+def test_env_runs_on_the_imported_bundle(bundle):
+    env = gym.make("AdSim-v0", scenario=str(bundle))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped, skip_render_check=True)
+    assert [str(w.message) for w in caught] == []
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        done = False
+        while not done:
+            obs, reward, done, _, info = env.step(int(np.flatnonzero(obs["action_mask"])[0]))
+        assert np.isfinite(reward) and info["ad_id"] >= 0
+        obs, _ = env.reset()
+
+
+def test_cli_subcommand_imports_logs_only(tmp_path):
+    parser = argparse.ArgumentParser(prog="adsim")
+    add_import_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["import", "--format", "obd", "--behavior", "bts", "--out", str(tmp_path / "b"),
+                              "--max-rows", "300", "--logs-only", "--quiet"])
+    args.func(args)
+    scenario = Scenario(tmp_path / "b")
+    assert scenario.manifest["source"] == "obd:bts" and len(scenario.table("impressions")) == 300
+    assert not (tmp_path / "b" / "sid").exists()

@@ -1,0 +1,77 @@
+"""The Taobao sample imports with its behaviour history as organic views and its over-sampled clicks re-weighted."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers AdSim-v0)
+from adsim import Scenario
+from adsim.errors import AdSimError
+from adsim.importers import import_logs
+from adsim.importers.taobao import _new_behaviours, click_weight
+from adsim.ope import BanditFeedback, on_policy_value
+
+ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return import_logs("taobao", None, tmp_path_factory.mktemp("taobao") / "bundle", max_rows=ROWS, progress=False)
+
+
+def test_new_behaviours_removes_the_overlap_of_sliding_windows():
+    assert _new_behaviours([1, 2, 3, 4], [3, 4, 5, 6]) == [5, 6]
+    assert _new_behaviours([1, 2, 3], [1, 2, 3]) == []
+    assert _new_behaviours([1, 2], [7, 8]) == [7, 8]
+    assert _new_behaviours([], [1]) == [1]
+
+
+def test_click_weight_restores_the_natural_ctr():
+    w = click_weight(0.42, 0.05)
+    assert np.isclose(0.42 * w / (0.42 * w + 0.58), 0.05)
+    assert click_weight(0.05, 0.05) == pytest.approx(1.0)
+
+
+def test_manifest_says_clicks_are_over_sampled(bundle):
+    scenario = Scenario(bundle)
+    sampling = scenario.manifest["label_sampling"]
+    imp = scenario.table("impressions")
+    assert sampling["clicks_over_sampled"] and sampling["sample_ctr"] == pytest.approx(imp["click"].mean(), abs=1e-6)
+    assert sampling["sample_ctr"] > 0.3
+    w = sampling["click_weight"]
+    clicks = imp["click"].sum()
+    assert w * clicks / (w * clicks + (~imp["click"]).sum()) == pytest.approx(0.05)
+    assert scenario.manifest["import"]["clock"].startswith("synthetic")
+    with pytest.raises(AdSimError, match="no logged propensities"):  # Taobao logs none
+        BanditFeedback.from_scenario(scenario)
+    logged = BanditFeedback.from_scenario(scenario, require_propensities=False)
+    assert on_policy_value(logged.reward, logged.sample_weight, n_boot=10)["value"] == pytest.approx(0.05)
+
+
+def test_history_becomes_organic_views_before_each_request(bundle):
+    scenario = Scenario(bundle)
+    events, req, items = (scenario.table(t) for t in ("organic_events", "requests", "organic_items"))
+    assert len(events) > 50 * 100  # at least the first window of every user
+    rows = events["request_id"].to_numpy()
+    assert (events["ts"].to_numpy() < req["ts"].to_numpy()[rows]).all()
+    assert (events["user_id"].to_numpy() == req["user_id"].to_numpy()[rows]).all()
+    assert len(items) == scenario.organic_embeddings.shape[0] and len(items) > 100
+    users = scenario.table("users")
+    assert set(users["gender"]) <= {0, 1} and users["age_bucket"].between(0, 5).all()
+    ads = scenario.table("ads")
+    assert (ads["goal"].astype(str) == "CPC").all() and ads["bid"].between(0.5, 1.01).all()
+
+
+def test_env_runs_on_the_imported_bundle(bundle):
+    env = gym.make("AdSim-v0", scenario=str(bundle))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped, skip_render_check=True)
+    assert [str(w.message) for w in caught] == []
+    obs, _ = env.reset(seed=2)
+    assert (obs["history_type"] == 2).any()  # organic tokens from the behaviour history
