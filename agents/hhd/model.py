@@ -519,10 +519,13 @@ class HHD(nn.Module):
         """(B, M, C), (B, ..., l), (B, ..., W) bool -> (B, ..., N, W) each head's log-probs over the masked codes.
 
         A prefix with no legal code at all (an empty personalised trie) gets the whole codebook, so its log-probs
-        stay finite; decoders drop such prefixes themselves.
+        stay finite; decoders drop such prefixes themselves. Illegal codes get a huge negative but finite logit,
+        not -inf: the head mixture's logsumexp over heads would otherwise have all -inf columns, whose backward
+        is NaN even where the forward is never read.
         """
         mask = nonempty(mask)
-        logits = self.heads.level_logits(memory, prefix).masked_fill(~mask[..., None, :], float("-inf"))
+        logits = self.heads.level_logits(memory, prefix)
+        logits = logits.masked_fill(~mask[..., None, :], torch.finfo(logits.dtype).min / 4)
         return F.log_softmax(logits, dim=-1)
 
     def walk(self, enc: Encoding, legal: LegalFn | None = None, paths: torch.Tensor | None = None,
