@@ -51,6 +51,17 @@ def _evaluate_rewards(args: argparse.Namespace) -> None:
         print(table.to_markdown(index=False, floatfmt=".4g"))
 
 
+BENCHMARKS = ("dpo-vs-hepo", "build-world", "tokenizers", "reward-models", "reward-scoring", "env-throughput",
+              "sequence-models", "decoding", "baselines", "rllib-tune", "ope-obd", "scale")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}")
+    module.main(args.args)
+
+
 def _schema(args: argparse.Namespace) -> None:
     from adsim.data.schema import markdown
 
@@ -87,6 +98,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path)
     p.add_argument("--out", type=Path, help="also write CSV/Markdown/PNG reports here")
     p.set_defaults(func=_evaluate_rewards)
+
+    p = sub.add_parser("bench", help="run a benchmark (the main job: dpo-vs-hepo); extra arguments go to it",
+                       description="Run `python -m benchmarks.NAME` with the arguments after NAME, e.g. "
+                       "`adsim bench dpo-vs-hepo --preset quick`.")
+    p.add_argument("name", choices=BENCHMARKS)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see its --help)")
+    p.set_defaults(func=_bench)
 
     from adsim.importers import add_import_parser
 

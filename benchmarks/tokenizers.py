@@ -330,8 +330,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return cfg
 
 
-def main() -> Path:
-    cfg = parse_args()
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_args(argv)
     start = time.perf_counter()
     runners = {"amazon": run_amazon, "synthetic": run_synthetic, "scenario": run_scenario}
     rows = [row for name in cfg.datasets for row in runners[name](cfg)]

@@ -38,3 +38,10 @@ def test_errors_are_reported_without_traceback(tmp_path):
     out = _adsim("validate", str(tmp_path))
     assert out.returncode == 2
     assert "manifest.json is missing" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bench_forwards_to_the_benchmark_module():
+    out = _adsim("bench", "dpo-vs-hepo", "--help")
+    assert out.returncode == 0 and "--preset" in out.stdout
+    bad = _adsim("bench", "no-such-benchmark")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
