@@ -1,6 +1,6 @@
 """DPO vs HEPO (GPR Table 3) on a synthetic scenario: the whole chain, several seeds, honest intervals.
 
-    python -m benchmarks.dpo_vs_hepo --preset quick     # tiny world, ~10 minutes on 2 cores
+    python -m benchmarks.dpo_vs_hepo --preset quick     # tiny world, under 15 minutes on 2 cores
     python -m benchmarks.dpo_vs_hepo --preset full      # small world, longer runs (a GPU or a long night)
     adsim bench dpo-vs-hepo --preset quick              # the same, from the CLI
 
@@ -42,7 +42,7 @@ class Preset:
     mtp_steps: int = 150
     vaft_steps: int = 60
     batch_size: int = 64
-    iterations: int = 25
+    iterations: int = 60
     requests_per_iter: int = 16
     candidates: int = 8
     lr: float = 1e-4
