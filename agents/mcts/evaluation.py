@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adsim.metrics import normalised_score
 from adsim.simulator.loading import SimulatorContext
 from adsim.simulator.requests import RequestBatch, RequestStream, take
 from adsim.simulator.simulator import Simulator
@@ -110,10 +111,3 @@ class Evaluator:
         """Summary rows of the random legal policy and the oracle."""
         return [{"policy": "random legal", **self.summary(self.random)},
                 {"policy": "oracle", **self.summary(self.oracle)}]
-
-
-def normalised_score(policy: np.ndarray, random: np.ndarray, oracle: np.ndarray) -> float:
-    """(mean policy - mean random) / (mean oracle - mean random); nan when the oracle does not beat random."""
-    gap = float(np.mean(oracle) - np.mean(random))
-    return float((np.mean(policy) - np.mean(random)) / gap) if gap > 0 else float("nan")
-

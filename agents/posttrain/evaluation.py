@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from adsim.metrics import normalised_score
 from adsim.simulator.requests import RequestBatch, take
 from agents.hhd.decoding import BeamConfig, beam_search
 from agents.hhd.model import HHD
-from agents.posttrain.metrics import ndcg, normalised_score, opr
+from agents.posttrain.metrics import ndcg, opr
 from agents.posttrain.train import PolicyEnv
 
 SOURCES = ("model", "truth")

@@ -1,4 +1,4 @@
-"""GPR Table 3's metrics for K ranked candidates per request, plus the normalised score against the oracle."""
+"""GPR Table 3's ranking metrics for K candidates per request, in the policy's order."""
 
 from __future__ import annotations
 
@@ -29,11 +29,6 @@ def opr(values: np.ndarray, valid: np.ndarray) -> float:
     correct = (a > b) & differ
     return float(correct.sum() / differ.sum()) if differ.any() else float("nan")
 
-
-def normalised_score(policy: np.ndarray, random: np.ndarray, oracle: np.ndarray) -> float:
-    """(policy - random legal) / (oracle - random legal), on per-request means."""
-    gap = float(np.mean(oracle) - np.mean(random))
-    return float((np.mean(policy) - np.mean(random)) / gap) if gap > 0 else float("nan")
 
 
 def _per_request_minmax(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -73,7 +73,8 @@ def test_preference_pairs_follow_the_documented_rule():
 
 
 def test_ranking_metrics_by_hand():
-    from agents.posttrain.metrics import ndcg, normalised_score, opr
+    from adsim.metrics import normalised_score
+    from agents.posttrain.metrics import ndcg, opr
 
     valid = np.ones((1, 3), dtype=bool)
     assert ndcg(np.array([[3.0, 2.0, 1.0]]), valid) == pytest.approx(1.0)
