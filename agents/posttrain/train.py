@@ -28,7 +28,7 @@ import copy
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from adsim.simulator.simulator import Scorer
 from agents.hhd.decoding import TorchTrie
 from agents.hhd.model import HHD
 from agents.hhd.sequences import ENV_FEATURES, Batch, ScenarioSequences, SequenceConfig, scenario_sids
+from agents.hhd.train import add_dataclass_args
 from agents.posttrain import objectives as obj
 from envs.adsim_env import EnvOptions
 
@@ -286,20 +287,12 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(PostTrainConfig):
-        if f.name == "seq":
-            continue
-        default = PostTrainConfig.__dataclass_fields__[f.name].default
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, type=float, nargs="+", default=list(default))
-        else:
-            parser.add_argument(flag, type=type(default) if default is not None else int, default=default)
-    args = vars(parser.parse_args(argv))
-    result = train(PostTrainConfig(**args))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_dataclass_args(parser, PostTrainConfig)
+    given = vars(parser.parse_args(argv))
+    seq = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("seq.")}
+    top = {k: v for k, v in given.items() if "." not in k}
+    result = train(PostTrainConfig(**top, seq=SequenceConfig(**seq)))
     print(json.dumps(result.curve[-1]))
 
 

@@ -116,3 +116,15 @@ def test_benchmark_smoke_writes_table_plot_and_verdicts(tmp_path):
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 1000
     calls = runs.groupby("model")["simulator_calls"].first()
     assert calls["+DPO"] == calls["+HEPO"] > 0, "every method spends the same simulator budget"
+
+
+def test_cli_runs_a_short_job(vaft_checkpoint, tmp_path, capsys):
+    import json
+
+    from agents.posttrain.train import main
+
+    main(["--init-from", vaft_checkpoint, "--method", "grpo", "--iterations", "1", "--requests-per-iter", "2",
+          "--candidates", "2", "--level-coef", "1", "0.5", "0.5", "--out", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["iteration"] == 1 and last["simulator_calls"] == 4
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "curve.csv").is_file()
