@@ -199,7 +199,7 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
     if len(config.level_coef) != depth:
         raise ValueError(f"level_coef needs {depth} entries, got {config.level_coef}")
     torch.manual_seed(config.seed)
-    model.train()
+    model.eval()  # sampling and the update score one deterministic policy (no refiner noise): ratios start at 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     rng = np.random.default_rng([config.seed, 7])
     generator = torch.Generator().manual_seed(config.seed)
@@ -219,10 +219,8 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
         started = time.perf_counter()
         # ---------------------------------------------------------------------------------- rollout
         requests = env.ctx.requests.sample(config.requests_per_iter, rng, config.arr_ratio)
-        model.eval()
         roll = collect(model, env, requests, config.candidates, config.temperature, generator,
                        with_process=config.method == "hepo" and config.process_rewards)
-        model.train()
         calls += roll.final_value.size
         reward = env.reward(roll.final_value)  # (B, K)
         z = obj.group_zscore(reward, roll.valid).ravel()
@@ -283,7 +281,7 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
         writer = csv.DictWriter(f, fieldnames=list(curve[0]) if curve else ["iteration"])
         writer.writeheader()
         writer.writerows(curve)
-    return PostTrainResult(model.eval(), ckpt_path, curve)
+    return PostTrainResult(model, ckpt_path, curve)
 
 
 def main(argv: list[str] | None = None) -> None:
