@@ -11,12 +11,10 @@ import time
 
 import numpy as np
 import pytest
+import ray
 import torch
-
-ray = pytest.importorskip("ray")
-
-from ray.rllib.core.columns import Columns  # noqa: E402
-from ray.rllib.utils.torch_utils import FLOAT_MIN  # noqa: E402
+from ray.rllib.core.columns import Columns
+from ray.rllib.utils.torch_utils import FLOAT_MIN
 
 from agents.mcts import MCTS, MCTSConfig, RequestTries, held_out_requests  # noqa: E402
 from agents.mcts.tune import MCTSTrainable  # noqa: E402
