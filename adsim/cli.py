@@ -15,11 +15,12 @@ def _build(args: argparse.Namespace) -> None:
     from adsim.data.bundle import build_scenario
     from adsim.describe import render
     from adsim.pipeline import default_steps
+    from adsim.world.shards import ray_build_options
 
     started = time.perf_counter()
     out = args.out or f"scenarios/{args.preset}-seed{args.seed}"
     path = build_scenario(out, args.preset, args.seed, progress=not args.quiet, overwrite=args.overwrite,
-                          steps=default_steps())
+                          steps=default_steps(), **ray_build_options(args))
     print(f"built {path} in {time.perf_counter() - started:.1f}s")
     if not args.quiet:
         from adsim.data.bundle import Scenario
@@ -76,11 +77,14 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("build", help="generate a synthetic scenario bundle (logs, SIDs, reward models)")
-    p.add_argument("--preset", default="small", help="tiny | small | medium (default: small)")
+    p.add_argument("--preset", default="small", help="tiny | small | medium | large (default: small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="bundle directory (default: scenarios/PRESET-seedSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    from adsim.world.shards import add_ray_build_arguments
+
+    add_ray_build_arguments(p)
     p.set_defaults(func=_build)
 
     p = sub.add_parser("describe", help="summarise a bundle (a preset name is built and cached on first use)")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,23 +13,25 @@ import pytest
 
 from adsim import Scenario, World, build_scenario
 from adsim.world import preset
-from adsim.world.logs import DayMerger, ShardLogger, ShardPlan, generate_logs
+from adsim.world.logs import DayMerger, ShardLogger, ShardPlan, generate_logs, retrieval_lists
 from adsim.world.shards import FAULT_DIR_ENV, add_ray_build_arguments, generate_logs_ray, ray_build_options
 
 ray = pytest.importorskip("ray")
 
-FAULTS = Path(tempfile.mkdtemp(prefix="adsim-faults-"))
-
-
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster(tmp_path_factory):
-    """One private 2-CPU Ray for the module; its workers inherit the fault-injection directory."""
-    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
-    os.environ[FAULT_DIR_ENV] = str(FAULTS)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-    os.environ.pop(FAULT_DIR_ENV, None)
+def faults(tmp_path_factory) -> Iterator[Path]:
+    """A private 2-CPU Ray for the module; its workers see the returned fault-injection directory."""
+    directory = tmp_path_factory.mktemp("faults")
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must stay under 108 bytes
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(FAULT_DIR_ENV, str(directory))
+        env.setenv("RAY_TMPDIR", ray_tmp)
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            yield directory
+        finally:
+            ray.shutdown()
+            shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -54,8 +57,8 @@ def test_shard_count_is_part_of_the_data_not_of_the_machine(single, tmp_path):
     assert _files(one_worker) == _files(three)
 
 
-def test_a_killed_worker_is_retried_and_the_build_is_complete_and_identical(single, tmp_path):
-    planted = [FAULTS / "shard1-day2.crash", FAULTS / "shard0-day5.crash"]
+def test_a_killed_worker_is_retried_and_the_build_is_complete_and_identical(single, faults, tmp_path):
+    planted = [faults / "shard1-day2.crash", faults / "shard0-day5.crash"]
     for marker in planted:
         marker.touch()
     rebuilt = build_scenario(tmp_path / "b", "tiny", seed=3, progress=False, ray_address="local", num_workers=2)
@@ -63,9 +66,9 @@ def test_a_killed_worker_is_retried_and_the_build_is_complete_and_identical(sing
     assert _files(rebuilt) == _files(single)
 
 
-def test_a_worker_killed_more_often_than_retried_is_an_error():
+def test_a_worker_killed_more_often_than_retried_is_an_error(faults):
     world = World(preset("tiny").replace(n_days=3), seed=1)
-    (FAULTS / "shard0-day1.crash").touch()
+    (faults / "shard0-day1.crash").touch()
     with pytest.raises(ray.exceptions.WorkerCrashedError):
         list(generate_logs_ray(world, max_retries=0))
 
@@ -78,7 +81,8 @@ def test_days_merge_into_time_order_with_dense_global_ids():
     shards = [ShardLogger.of(world, plan, s) for s in range(plan.n_shards)]
     merger, reference = DayMerger(world.config), list(generate_logs(world))
     for day, expected in enumerate(reference):
-        parts = [shard.day(day) for shard in shards][::-1]  # any arrival order
+        lists = retrieval_lists(world, day)
+        parts = [shard.day(day, lists) for shard in shards][::-1]  # any arrival order
         got = merger.merge(parts)
         for name in ("requests", "impressions", "organic_events"):
             assert getattr(got, name).equals(getattr(expected, name)), name
@@ -95,7 +99,7 @@ def test_each_shard_spends_at_most_its_share_of_every_budget(single):
     plan = ShardPlan.of(scenario.config, scenario.table("users"))
     imp, req = scenario.table("impressions"), scenario.table("requests").set_index("request_id")
     r = req.loc[imp["request_id"]]
-    shard = np.searchsorted(plan.bounds, r["user_id"].to_numpy(), side="right") - 1
+    shard = plan.shard_of(r["user_id"].to_numpy())
     spend = imp.assign(day=r["day"].to_numpy(), shard=shard).groupby(["day", "shard", "ad_id"])["cost"].sum()
     budget = scenario.table("ads")["daily_budget"].to_numpy()[spend.index.get_level_values("ad_id")]
     allowed = budget * plan.budget_share[spend.index.get_level_values("shard")]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,6 @@ from adsim.world.shards import FAULT_DIR_ENV
 
 ray = pytest.importorskip("ray")
 
-FAULTS = Path(tempfile.mkdtemp(prefix="adsim-faults-"))
-
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
@@ -28,16 +27,24 @@ def bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pool(bundle, tmp_path_factory):
-    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
-    os.environ[FAULT_DIR_ENV] = str(FAULTS)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    try:
-        with DistributedSimulator(bundle, num_workers=2) as simulator:
-            yield simulator
-    finally:
-        ray.shutdown()
-        os.environ.pop(FAULT_DIR_ENV, None)
+def faults(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def pool(bundle, faults) -> Iterator[DistributedSimulator]:
+    """Two actors on a private 2-CPU Ray; they see the fault-injection directory ``faults``."""
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must stay under 108 bytes
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(FAULT_DIR_ENV, str(faults))
+        env.setenv("RAY_TMPDIR", ray_tmp)
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            with DistributedSimulator(bundle, num_workers=2) as simulator:
+                yield simulator
+        finally:
+            ray.shutdown()
+            shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +98,15 @@ def test_batches_and_explicit_masks_and_tiny_batches(pool, local, batch):
     np.testing.assert_array_equal(pool.oracle(one)[1], local.simulator.oracle(one)[1])
 
 
-def test_an_actor_killed_mid_call_is_restarted_and_the_call_retried(pool, local, batch):
+def test_an_actor_killed_mid_call_is_restarted_and_the_call_retried(pool, local, batch, faults):
     requests, paths = batch
     pids = {m["pid"] for m in pool.memory()}
-    marker = FAULTS / "simulator-evaluate.crash"
+    marker = faults / "simulator-evaluate.crash"
     marker.touch()
     _assert_same(pool.evaluate(requests, paths), local.simulator.evaluate(requests, paths))
     assert not marker.exists() and marker.with_suffix(".crashed").exists(), "an actor died"
     assert len({m["pid"] for m in pool.memory()} - pids) == 1, "and was replaced by a fresh process"
-    (FAULTS / "simulator-oracle.crash").touch()
+    (faults / "simulator-oracle.crash").touch()
     np.testing.assert_array_equal(pool.oracle(requests)[0], local.simulator.oracle(requests)[0])
 
 

@@ -3,6 +3,10 @@
 A bundle is written into a temporary sibling directory and renamed into place only when complete, so an
 interrupted build never leaves a half bundle that loads. Later pipeline stages (SIDs, reward models) add
 their artifacts through ``BUILD_STEPS`` before that rename.
+
+Synthetic logs are generated in user shards, in this process or as Ray tasks (``build_scenario(ray_address=...)``,
+``adsim.world.shards``); either way each day's shards are merged into time order before they are written, so a
+bundle has one time-ordered Parquet file per table (one row group per day) and the same bytes however it was built.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -27,12 +31,13 @@ from adsim.data.validate import validate_tables
 from adsim.errors import AdSimDataError, AdSimError
 from adsim.paths import cache_dir
 from adsim.world.config import PRESETS, WorldConfig, preset
-from adsim.world.logs import generate_logs
+from adsim.world.logs import DayLogs, generate_logs
+from adsim.world.shards import generate_logs_ray
 from adsim.world.world import World
 
 FORMAT_VERSION = 1
 """Bumped when the bundle layout changes incompatibly."""
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped when the same config and seed would generate different data; part of the cache key."""
 MANIFEST = "manifest.json"
 ARRAYS = ("ad_embeddings", "organic_embeddings")
@@ -132,11 +137,30 @@ def build_scenario(
     progress: bool = True,
     overwrite: bool = False,
     steps: Sequence[tuple[str, BuildStep]] = (),
+    *,
+    ray_address: str | None = None,
+    n_shards: int | None = None,
+    num_workers: int | None = None,
 ) -> Path:
-    """Generate a synthetic world's logs, then run the named ``steps`` (SIDs, reward models), into ``out``."""
+    """Generate a synthetic world's logs, then run the named ``steps`` (SIDs, reward models), into ``out``.
+
+    Args:
+        ray_address: None generates the logs' user shards in sequence in this process (the default). ``"local"``
+            runs them as Ray tasks on a private Ray on this machine, any other value on that Ray cluster
+            (``adsim.world.shards``); a Ray already initialised in this process is used as it is. Every choice
+            writes the identical bundle.
+        n_shards: user shards (default: the config's). Part of the data: the manifest's config records it.
+        num_workers: shard-days generated at once with Ray (default: every CPU of the cluster).
+    """
     config = config or preset(preset_name)
+    if n_shards is not None:
+        config = config.replace(n_shards=n_shards)
+    if num_workers is not None and ray_address is None:
+        raise ValueError("num_workers needs a ray_address ('local' or a cluster's)")
 
     def write(root: Path) -> dict:
+        world = World(config, seed)
+        days = generate_logs(world) if ray_address is None else generate_logs_ray(world, ray_address, num_workers)
         return {
             "generator_version": GENERATOR_VERSION,
             "source": "synthetic",
@@ -144,7 +168,7 @@ def build_scenario(
             "preset": preset_name if config == PRESETS.get(preset_name) else "custom",
             "seed": int(seed),
             "config": config.to_dict(),
-            "rows": _write_logs(root, World(config, seed), progress),
+            "rows": _write_logs(root, world, days, progress),
         }
 
     return _assemble(out, write, steps, progress, overwrite)
@@ -181,8 +205,8 @@ def write_bundle(
     return _assemble(out, write, steps, progress, overwrite)
 
 
-def _write_logs(root: Path, world: World, progress: bool) -> dict[str, int]:
-    """Static tables at once, then the logs streamed day by day (one row group per day)."""
+def _write_logs(root: Path, world: World, days: Iterator[DayLogs], progress: bool) -> dict[str, int]:
+    """Static tables at once, then the logs streamed day by day (one row group per day) as ``days`` yields them."""
     rows = {}
     for name, df in (("users", world.users.table), ("ads", world.ads.table), ("organic_items", world.organic.table)):
         write_table(root, name, df)
@@ -194,17 +218,21 @@ def _write_logs(root: Path, world: World, progress: bool) -> dict[str, int]:
     streamed = ("requests", "impressions", "organic_events")
     writers = {name: pq.ParquetWriter(table_path(root, name), arrow_schema(name)) for name in streamed}
     rows.update({name: 0 for name in streamed})
+    bar = tqdm(total=world.config.n_days, desc="days", unit="day", disable=not progress)
     try:
-        days = tqdm(generate_logs(world), total=world.config.n_days, desc="days", unit="day", disable=not progress)
         for day in days:
             for name in streamed:
                 df = getattr(day, name)
                 writers[name].write_table(_to_arrow(name, df))
                 rows[name] += len(df)
-            days.set_postfix(requests=rows["requests"], impressions=rows["impressions"])
+            bar.update()
+            bar.set_postfix(requests=rows["requests"], impressions=rows["impressions"])
     finally:
+        bar.close()
         for writer in writers.values():
             writer.close()
+        if hasattr(days, "close"):  # a generator on Ray: end its Ray session now, not at garbage collection
+            days.close()
     return rows
 
 

@@ -12,6 +12,10 @@ its slot is ``1 - eps`` for a greedy winner and ``eps / n_alternatives`` for an 
 Pricing (GSP): slot ``j`` pays the next ranked eCPM estimate (or the reserve); an explored ad pays
 ``min(own eCPM, reserve)``. CPM ads are charged per impression ``price / 1000``; every other goal is charged
 per click ``price / (1000 * estimated pCTR)``, which never exceeds the bid-implied eCPM.
+
+Budgets: an ad is eligible while its spend today is below its daily budget, checked between chunks of requests.
+Within a chunk an ad may go on being shown past its budget (over-delivery), but, as ad platforms bill, it is never
+charged more than its budget: the charge that crosses it is cut to what was left, later ones in the chunk are free.
 """
 
 from __future__ import annotations
@@ -31,6 +35,24 @@ PRIOR_RATE = {"CPM": 1e-3, "CPC": 0.03, "oCPC": 0.03, "oCPA": 0.003, "oCPI": 0.0
 _USES_PCVR = np.array([False, False, False, True, True])
 
 
+def capped_charges(ad: np.ndarray, cost: np.ndarray, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Charges in impression order with each ad's total cut at ``left[ad]`` (what its budget still allows).
+
+    Returns the charges and a mask of the impressions whose charge was cut (the one that reached the budget and
+    every later one of that ad). Uncut charges are returned unchanged, bit for bit.
+    """
+    order = np.lexsort((np.arange(len(ad)), ad))  # by ad, impression order within an ad
+    a, c = ad[order], cost[order]
+    total = np.cumsum(c)
+    first = np.r_[True, a[1:] != a[:-1]]
+    before = total - c - np.maximum.accumulate(np.where(first, total - c, 0.0))  # the ad's charges before this one
+    room = np.maximum(left[a] - before, 0.0)
+    cut = c > room
+    charged, was_cut = np.empty_like(cost), np.empty(len(ad), dtype=bool)
+    charged[order], was_cut[order] = np.where(cut, room, c), cut
+    return charged, was_cut
+
+
 def estimated_ecpm(goal_idx: np.ndarray, bid: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray) -> np.ndarray:
     """eCPM by goal: CPM -> bid; CPC/oCPC -> bid*pCTR*1000; oCPA/oCPI -> bid*pCTR*pCVR*1000."""
     rate = np.where(goal_idx == 0, 1e-3, pctr * np.where(_USES_PCVR[goal_idx], pcvr, 1.0))
@@ -46,15 +68,24 @@ class CascadeState:
 
 
 class LoggingPolicy:
-    """The cascade over one world. ``start_day`` builds retrieval lists; ``serve`` handles a chunk of requests."""
+    """The cascade over one world. ``retrieval_lists`` and ``start_day`` open a day; ``serve`` handles a chunk.
 
-    def __init__(self, world: World, seed: int):
+    Args:
+        world: the world, or one user shard of it (``adsim.world.logs.shard_world``).
+        seed: seeds the ranker's historical prior (the same for every shard).
+        budget_share: the part of every ad's daily budget this policy may spend: 1 for the whole marketplace,
+            the shard's share of the expected requests when users are served in shards.
+    """
+
+    def __init__(self, world: World, seed: int, budget_share: float = 1.0):
+        if not 0.0 < budget_share <= 1.0:
+            raise ValueError(f"budget_share must be in (0, 1], got {budget_share}")
         self.world = world
         self.seed = seed
         ads = world.ads.table
         self.goal_idx = ads["goal"].cat.codes.to_numpy().astype(np.int64)
         self.bid = ads["bid"].to_numpy()
-        self.budget = ads["daily_budget"].to_numpy()
+        self.budget = ads["daily_budget"].to_numpy() * budget_share
         self.created_day = ads["created_day"].to_numpy()
         self.age_mask = ads["target_age_mask"].to_numpy().astype(np.int64)
         self.gender_mask = ads["target_gender_mask"].to_numpy().astype(np.int64)
@@ -65,14 +96,26 @@ class LoggingPolicy:
         history = stream(seed, "logging_prior").normal(0.0, 0.8, size=len(ads))
         self.log_prior = np.log(self.bid * rates * 1000.0) + history
 
-    def start_day(self, day: int, rng: np.random.Generator) -> CascadeState:
+    def _bill(self, ad: np.ndarray, cost: np.ndarray, spend: np.ndarray) -> np.ndarray:
+        """Charge a chunk's impressions (in order) to ``spend``, never beyond the budget (see the module doc)."""
+        cost, cut = capped_charges(ad, cost, self.budget - spend)
+        np.add.at(spend, ad, cost)
+        spend[ad[cut]] = self.budget[ad[cut]]  # exactly exhausted, whatever the rounding of the sum
+        return cost
+
+    def retrieval_lists(self, day: int, rng: np.random.Generator) -> np.ndarray:
+        """(n_topics, M) ad ids: each topic's fixed list for ``day``, from the live ads by affinity and prior."""
         cfg = self.world.config
         live = np.flatnonzero(self.created_day <= day)
         affinity = self.world.topic_centroids @ self.world.ads.embeddings[live].T  # (T, n_live)
         score = 4.0 * affinity + self.log_prior[live] + rng.normal(0.0, 0.2, size=len(live))
         m = min(cfg.retrieval_per_topic, len(live))
         top = np.argpartition(-score, m - 1, axis=1)[:, :m]
-        return CascadeState(topic_lists=live[top], spend=np.zeros(len(self.bid)))
+        return live[top]
+
+    def start_day(self, topic_lists: np.ndarray) -> CascadeState:
+        """The state of a day that uses ``topic_lists`` (``retrieval_lists``): nothing spent yet."""
+        return CascadeState(topic_lists=topic_lists, spend=np.zeros(len(self.bid)))
 
     def serve(self, requests: pd.DataFrame, state: CascadeState, rng: np.random.Generator) -> pd.DataFrame:
         """Run the cascade and the auction for a chunk of requests; returns one row per impression."""
@@ -164,7 +207,7 @@ class LoggingPolicy:
         cost = np.where(self.goal_idx[ad] == 0, price / 1000.0, click * per_click)
         gmv = np.where(conversion & self.per_conversion[ad],
                        self.conversion_value[ad] * np.exp(rng.normal(0.0, 0.3, size=len(r))), 0.0)
-        np.add.at(state.spend, ad, cost)
+        cost = self._bill(ad, cost, state.spend)
         return pd.DataFrame(
             {
                 "request_row": r,

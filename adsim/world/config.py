@@ -1,4 +1,4 @@
-"""Configuration of the synthetic ad world: one dataclass, three presets."""
+"""Configuration of the synthetic ad world: one dataclass, four presets."""
 
 from __future__ import annotations
 
@@ -70,7 +70,14 @@ class WorldConfig:
     split_fractions: tuple[float, float] = (0.7, 0.15)
     """Train and validation share of days; the rest is test."""
     chunk_size: int = 2_048
-    """Requests scored together; budgets are checked between chunks."""
+    """Requests of the marketplace between budget checks. A user shard scores ``chunk_size`` x its share of the
+    requests together and checks budgets between such chunks, so checks come about as often, in time, whatever
+    the number of shards."""
+    n_shards: int = 4
+    """User shards the logs are generated in (contiguous user-id ranges). Each shard draws from its own random
+    streams and spends its own share of every ad's daily budget, so shards run in sequence or in parallel (Ray)
+    with identical results: the number of shards is part of the data, the number of workers is not (see
+    ``adsim.world.logs``)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -88,6 +95,8 @@ class WorldConfig:
             "n_industry_l1": 1 <= self.n_industry_l1 <= self.n_industries,
             "exploration_eps": 0 <= self.exploration_eps < 1,
             "split_fractions": 0 < self.split_fractions[0] and sum(self.split_fractions) < 1,
+            "chunk_size": self.chunk_size >= 1,
+            "n_shards": 1 <= self.n_shards <= self.n_users,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -112,15 +121,22 @@ PRESETS: dict[str, WorldConfig] = {
     "tiny": WorldConfig(
         n_users=300, n_ads=400, n_advertisers=80, n_organic_items=1_500, n_days=7, n_topics=12,
         n_industries=16, n_industry_l1=4, retrieval_per_topic=30, preranking_size=16, chunk_size=128,
-        activity_rates=(0.5, 1.0, 2.0, 4.0, 8.0), budget_median=30.0,
+        activity_rates=(0.5, 1.0, 2.0, 4.0, 8.0), budget_median=30.0, n_shards=2,
     ),
     "small": WorldConfig(),
     "medium": WorldConfig(
         n_users=100_000, n_ads=50_000, n_advertisers=6_000, n_organic_items=200_000, n_days=21, n_topics=64,
-        retrieval_per_topic=150,
+        retrieval_per_topic=150, n_shards=8,
+    ),
+    "large": WorldConfig(
+        n_users=500_000, n_ads=300_000, n_advertisers=30_000, n_organic_items=1_000_000, n_days=14, n_topics=128,
+        n_industries=80, n_industry_l1=10, retrieval_per_topic=200, chunk_size=16_384, n_shards=64,
     ),
 }
-"""``tiny`` builds in seconds (tests), ``small`` is the default, ``medium`` is for benchmarks and scale-out."""
+"""``tiny`` builds in seconds (tests), ``small`` is the default, ``medium`` is for benchmarks and scale-out on
+one machine. ``large`` (about 16M requests, 30M impressions and 31M organic events over 14 days, 300k ads) is
+meant for a Ray cluster: ``adsim build --preset large --ray-address auto`` runs its 64 x 14 shard-days as tasks.
+Its driver holds the users' daily interest vectors (about 4 GB) while building; a worker holds one shard-day."""
 
 
 def preset(name: str) -> WorldConfig:
