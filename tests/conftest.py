@@ -86,3 +86,24 @@ def env_fixture(tiny_sid_bundle) -> EnvFixture:
     scorer = TruthLikeScorer(scenario)
     options = EnvOptions(scenario=str(tiny_sid_bundle))
     return EnvFixture(str(tiny_sid_bundle), open_context(options, scorer=scorer, truth=scorer))
+
+
+@pytest.fixture
+def checked_env():
+    """``checked_env(bundle)``: AdSim-v0 on ``bundle``, after Gymnasium's check_env passed without a warning."""
+    import warnings
+
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import envs  # noqa: F401  (registers AdSim-v0)
+
+    def make(bundle):
+        env = gym.make("AdSim-v0", scenario=str(bundle))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(env.unwrapped, skip_render_check=True)
+        assert [str(w.message) for w in caught] == []
+        return env
+
+    return make
