@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 from adsim.errors import AdSimError
+from benchmarks import CATALOGUE
 
 
 def _build(args: argparse.Namespace) -> None:
     from adsim.data.bundle import build_scenario
     from adsim.describe import render
-    from adsim.pipeline import default_steps
-    from adsim.world.shards import ray_build_options
+    from reward_models.pipeline import default_steps
 
     started = time.perf_counter()
     out = args.out or f"scenarios/{args.preset}-seed{args.seed}"
@@ -29,10 +29,10 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _describe(args: argparse.Namespace) -> None:
-    from adsim.data.bundle import load_scenario
     from adsim.describe import render, summarize
+    from reward_models.pipeline import ensure_scenario
 
-    scenario = load_scenario(args.scenario, seed=args.seed)
+    scenario = ensure_scenario(args.scenario, seed=args.seed)
     print(json.dumps(summarize(scenario), indent=2, default=str) if args.json else render(scenario))
 
 
@@ -52,21 +52,76 @@ def _evaluate_rewards(args: argparse.Namespace) -> None:
         print(table.to_markdown(index=False, floatfmt=".4g"))
 
 
-BENCHMARKS = ("dpo-vs-hepo", "build-world", "tokenizers", "reward-models", "reward-scoring", "env-throughput",
-              "sequence-models", "decoding", "baselines", "rllib-tune", "ope-obd", "scale")
-
-
 def _bench(args: argparse.Namespace) -> None:
-    import importlib
+    import benchmarks
 
-    module = importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}")
-    module.main(args.args)
+    benchmarks.run(args.name, args.args)
+
+
+def _import(args: argparse.Namespace) -> None:
+    from adsim.importers import import_logs
+    from reward_models.pipeline import import_steps
+
+    started = time.perf_counter()
+    path = import_logs(args.format, args.src, args.out, mapping=args.mapping, max_rows=args.max_rows, seed=args.seed,
+                       behavior=args.behavior, natural_ctr=args.natural_ctr,
+                       steps=() if args.logs_only else import_steps(), progress=not args.quiet,
+                       overwrite=args.overwrite)
+    print(f"imported {path} in {time.perf_counter() - started:.1f}s")
 
 
 def _schema(args: argparse.Namespace) -> None:
     from adsim.data.schema import markdown
 
     print(markdown())
+
+
+def _add_import_parser(subparsers) -> argparse.ArgumentParser:
+    """The ``import`` subcommand."""
+    from adsim.importers import FORMATS
+    from adsim.importers import __doc__ as importers_doc
+
+    p = subparsers.add_parser("import", help="import real logs (obd, ipinyou, taobao, csv + mapping) as a bundle",
+                              description=importers_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", nargs="?", type=Path, help="source file or directory (default for obd, ipinyou, taobao: "
+                                                     "the shared sample)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    p.add_argument("--mapping", type=Path, help="csv: the column mapping (YAML or JSON)")
+    p.add_argument("--behavior", default="random", choices=("random", "bts"), help="obd: which behaviour log")
+    p.add_argument("--natural-ctr", type=float, help="taobao: natural CTR to re-weight clicks to (default 0.05)")
+    p.add_argument("--max-rows", type=int, help="read at most this many rows per file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logs-only", action="store_true", help="write the validated logs without SIDs or reward models")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_import)
+    return p
+
+def add_ray_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--ray``, ``--ray-address``, ``--shards`` and ``--workers`` for ``adsim build``."""
+    group = parser.add_argument_group("scale-out (Ray)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--ray", action="store_true",
+                       help="generate the logs' user shards as Ray tasks on a private Ray on this machine")
+    where.add_argument("--ray-address", metavar="ADDR",
+                       help="... on a running Ray cluster instead ('auto', 'HEAD:6379' or 'ray://HEAD:10001')")
+    group.add_argument("--shards", type=int, metavar="N",
+                       help="user shards (default: the preset's). Part of the data: another value is another "
+                            "world, the same value gives identical bundles with or without Ray")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="shard-days generated at once with Ray (default: every CPU of the cluster)")
+    return parser
+
+
+def ray_build_options(args: argparse.Namespace) -> dict:
+    """``build_scenario`` keyword arguments from the parsed ``--ray`` options."""
+    from adsim.world.shards import LOCAL
+
+    address = LOCAL if args.ray else args.ray_address
+    if args.workers is not None and address is None:
+        raise AdSimError("--workers needs --ray or --ray-address")
+    return {"ray_address": address, "n_shards": args.shards, "num_workers": args.workers}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -82,8 +137,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle directory (default: scenarios/PRESET-seedSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    from adsim.world.shards import add_ray_build_arguments
-
     add_ray_build_arguments(p)
     p.set_defaults(func=_build)
 
@@ -106,13 +159,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark (the main job: dpo-vs-hepo); extra arguments go to it",
                        description="Run `python -m benchmarks.NAME` with the arguments after NAME, e.g. "
                        "`adsim bench dpo-vs-hepo --preset quick`.")
-    p.add_argument("name", choices=BENCHMARKS)
+    p.add_argument("name", choices=sorted(CATALOGUE))
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see its --help)")
     p.set_defaults(func=_bench)
 
-    from adsim.importers import add_import_parser
-
-    add_import_parser(sub)
+    _add_import_parser(sub)
 
     p = sub.add_parser("schema", help="print the logged tables' schemas as Markdown")
     p.set_defaults(func=_schema)

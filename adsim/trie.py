@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adsim.errors import AdSimDataError
+from adsim.sid.path_index import PathIndex
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class TrieLevel:
 class SidTrie:
     """All valid L-level paths of an inventory. Node 0 is the root (empty prefix)."""
 
-    def __init__(self, codes: np.ndarray, codebook_sizes: tuple[int, ...] | list[int]):
+    def __init__(self, codes: np.ndarray, codebook_sizes: tuple[int, ...] | list[int],
+                 index: PathIndex | None = None):
+        """``index``: the inventory's saved ``PathIndex`` (a bundle's ``sid/ad_index.npz``), checked against
+        ``codes``; built from ``codes`` when None. The trie's leaves are that index's paths, in its order."""
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != len(codebook_sizes):
             raise AdSimDataError(f"codes must be (n_items, {len(codebook_sizes)}), got shape {codes.shape}",
@@ -39,7 +43,11 @@ class SidTrie:
         self.codebook_sizes = tuple(int(s) for s in sizes)
         self.depth = codes.shape[1]
         self.width = int(sizes.max())
-        self.order = np.lexsort(codes.T[::-1]).astype(np.int64)  # sorted position -> item id
+        index = PathIndex.from_codes(codes) if index is None else index
+        self.order = np.asarray(index.items, dtype=np.int64)  # sorted position -> item id: grouped by path
+        if len(self.order) != len(codes) or not np.array_equal(
+                codes[self.order], np.repeat(index.paths, index.bucket_sizes, axis=0)):
+            raise AdSimDataError("the path index does not match the items' codes (rebuild the SIDs)", column="codes")
         self.position = np.empty_like(self.order)
         self.position[self.order] = np.arange(len(self.order))
         self.sorted_codes = codes[self.order].astype(np.int64)

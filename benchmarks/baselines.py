@@ -117,7 +117,7 @@ def run(config: Config) -> list[dict]:
     if config.mcts_ppo_simulations:
         search = MCTS(sim, MCTSConfig(num_simulations=config.mcts_ppo_simulations, seed=config.seed,
                                       reward_source=options.reward_source),
-                      prior_value=policy, value_scale=ctx.reward_scale(options))
+                      prior_value=policy, value_scale=ctx.reward_scale(options.reward_scale))
         paths, seconds = _timed(lambda: search.act(ev.requests, ev.tries.allowed))
         add(f"MCTS-PPO {config.mcts_ppo_simulations}", ev.path_values(paths), seconds, train_s)
 

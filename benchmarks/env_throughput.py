@@ -224,10 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
                      out=args.out, seconds=0.3, vector_sizes=(16,), beam_width=50)
 
     import envs  # noqa: F401  (registers AdSim-v0)
-    from adsim.simulator.loading import open_context
-    from envs.adsim_env import EnvOptions
+    from envs.context import open_context
 
-    ctx = open_context(EnvOptions(scenario=cfg.scenario, seed=cfg.seed))
+    ctx = open_context(cfg.scenario, cfg.seed)
     results = {
         "single_env": single_env(cfg),
         "vector_env": vector_envs(cfg),

@@ -30,9 +30,9 @@ from pathlib import Path
 import pandas as pd
 
 from adsim import ope
-from adsim.importers import import_logs
 from adsim.importers.obd import N_POSITIONS, read_obd
 from benchmarks.report import write_report
+from reward_models.pipeline import import_scenario, import_steps
 
 
 @dataclass
@@ -61,8 +61,8 @@ def run(config: Config) -> pd.DataFrame:
     bts_action, bts_slot = bts["item_id"].to_numpy(), bts["position"].to_numpy() - 1
 
     with tempfile.TemporaryDirectory(prefix="adsim-ope-") as tmp:
-        steps = None if config.reward_model else []
-        path = import_logs("obd", None, Path(tmp) / "random", max_rows=config.max_rows, seed=config.seed,
+        steps = import_steps() if config.reward_model else ()
+        path = import_scenario("obd", None, Path(tmp) / "random", max_rows=config.max_rows, seed=config.seed,
                            steps=steps, progress=False)
         from adsim import Scenario
 

@@ -38,7 +38,7 @@ class Config:
 
 def build_reward_bundle(preset: str, seed: int, out: Path) -> Path:
     """A bundle with logs, SIDs and reward models, built like ``adsim build``."""
-    from adsim.pipeline import sid_step
+    from adsim.sid.pipeline import sid_step
 
     return build_scenario(out, preset, seed, progress=False, steps=[("sid", sid_step), ("reward_models", bundle_step)])
 

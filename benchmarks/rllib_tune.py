@@ -111,9 +111,9 @@ def run(config: Config) -> tuple[list[dict], list[dict]]:
 
     from agents.mcts import MCTS, MCTSConfig, held_out_requests
     from agents.mcts.evaluation import Evaluator
-    from agents.mcts.tune import MCTSTrainable
     from agents.rllib.config import ppo_config
     from agents.rllib.env import import_object, open_env_context
+    from agents.rllib.mcts_trainable import MCTSTrainable
     from agents.rllib.policy import ModulePolicy, load_module
     from agents.rllib.session import ray_session
     from envs.adsim_env import EnvOptions

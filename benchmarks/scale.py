@@ -161,8 +161,8 @@ def _same(got: list, expected: list) -> bool:
 
 def bench_evaluation(cfg: Config, tmp: Path) -> list[dict]:
     from adsim import build_scenario
-    from adsim.pipeline import default_steps
-    from adsim.simulator.distributed import DistributedSimulator, SimulatorWorker
+    from envs.distributed import DistributedSimulator, SimulatorWorker
+    from reward_models.pipeline import default_steps
 
     bundle = build_scenario(tmp / "eval", cfg.preset, cfg.seed, progress=False, steps=default_steps())
     sim = SimulatorWorker(str(bundle)).simulator

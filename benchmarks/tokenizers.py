@@ -44,6 +44,7 @@ from adsim.sid.metrics import (
     weighted_entropy,
 )
 from benchmarks.report import command_line
+from reward_models.pipeline import ensure_scenario
 
 
 @dataclass
@@ -219,7 +220,7 @@ def run_scenario(cfg: Config) -> list[dict]:
         print("scenario: skipped (no --scenario or adsim.load_scenario missing)")
         return []
     start = time.perf_counter()
-    scenario = adsim.load_scenario(cfg.scenario, seed=0)
+    scenario = ensure_scenario(cfg.scenario, seed=0)
     print(f"scenario {cfg.scenario}: loaded in {time.perf_counter() - start:.1f}s")
     return run_ads(f"scenario:{cfg.scenario}", scenario.ad_embeddings, scenario.table("ads"),
                    scenario.organic_embeddings, cfg)

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from adsim.simulator.loading import SimulatorContext, open_context
+from envs.context import SimulatorContext, open_context
 from envs.episodes import INFO_KEYS, EpisodeBatch
+from envs.options import EnvOptions, IllegalAction
 
-IllegalAction = Literal["terminate", "raise"]
-
-
-@dataclass(frozen=True)
-class EnvOptions:
-    """Everything ``gym.make("AdSim-v0", **kwargs)`` accepts (see AdSimEnv's Arguments)."""
-
-    scenario: str = "small"
-    seed: int = 0
-    split: str = "train"
-    arr_ratio: float = 0.0
-    process_rewards: bool = False
-    process_alphas: tuple[float, ...] = (0.2, 0.1)
-    reward: Literal["final_value", "ecpm"] = "final_value"
-    reward_scale: float | None = None
-    reward_source: Literal["model", "truth"] = "model"
-    illegal_action: IllegalAction = "terminate"
-    illegal_penalty: float = -1.0
-
+__all__ = ["AdSimEnv", "EnvOptions", "IllegalAction"]
 
 class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     """
@@ -82,7 +64,8 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.options = EnvOptions(**kwargs)
         if self.options.illegal_action not in ("terminate", "raise"):
             raise ValueError(f"illegal_action must be 'terminate' or 'raise', got {self.options.illegal_action!r}")
-        self.ctx = context or open_context(self.options)
+        o = self.options
+        self.ctx = context or open_context(o.scenario, o.seed, o.split, o.process_alphas)
         self.render_mode = render_mode
         sim = self.ctx.simulator
         self.depth, self.width = sim.depth, sim.trie.width

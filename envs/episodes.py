@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from adsim.simulator.loading import SimulatorContext
 from adsim.simulator.requests import REQUEST_COLUMNS, RequestBatch, take
+from envs.context import SimulatorContext
 
 INFO_KEYS = ("ad_id", "pctr", "pcvr", "ecpm", "final_value")
 _STATE_ARRAYS = ("allowed", "sums", "prefix", "mask", "done")
@@ -27,7 +27,7 @@ class EpisodeBatch:
         self.mask = np.zeros((n, self.width), dtype=bool)
         self.done = np.ones(n, dtype=bool)
         self.features = ctx.observations.build(self.requests)
-        self.scale = ctx.reward_scale(options)
+        self.scale = ctx.reward_scale(options.reward_scale)
 
     @property
     def level(self) -> np.ndarray:

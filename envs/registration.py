@@ -1,22 +1,17 @@
-"""Registration of AdSim-v0 with Gymnasium (and, when Ray is present, with RLlib's env registry)."""
+"""RLlib's side of registration (the Gymnasium registry is per process and unseen by Ray workers).
+
+The Gymnasium registration itself lives in ``adsim.registration`` (entry-point strings, run by ``import adsim``).
+"""
 
 from __future__ import annotations
 
-ENV_ID = "AdSim-v0"
+from adsim.registration import ENV_ID, register_envs
 
-
-def register_envs() -> None:
-    """Idempotent. Enables ``gym.make("AdSim-v0")`` and
-    ``gym.make_vec("AdSim-v0", num_envs, vectorization_mode="vector_entry_point")``."""
-    import gymnasium as gym
-
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="envs.adsim_env:AdSimEnv",
-                     vector_entry_point="envs.vector_env:AdSimVectorEnv", disable_env_checker=False)
+__all__ = ["ENV_ID", "register_envs", "register_rllib"]
 
 
 def register_rllib() -> None:
-    """Make ``"AdSim-v0"`` known to Ray Tune / RLlib workers (the Gymnasium registry is per process)."""
+    """Make ``"AdSim-v0"`` known to Ray Tune / RLlib workers."""
     from ray.tune.registry import register_env
 
     def create(env_config):

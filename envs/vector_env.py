@@ -8,8 +8,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from adsim.simulator.loading import SimulatorContext, open_context
 from envs.adsim_env import AdSimEnv, EnvOptions
+from envs.context import SimulatorContext, open_context
 from envs.episodes import INFO_KEYS, EpisodeBatch
 
 
@@ -24,7 +24,8 @@ class AdSimVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int = 16, context: SimulatorContext | None = None, **kwargs: Any):
         self.options = EnvOptions(**kwargs)
-        self.ctx = context or open_context(self.options)
+        o = self.options
+        self.ctx = context or open_context(o.scenario, o.seed, o.split, o.process_alphas)
         self.single = AdSimEnv(context=self.ctx, **kwargs)
         self.num_envs = num_envs
         self.single_observation_space = self.single.observation_space

@@ -3,8 +3,8 @@
 The simulator calls ``FeatureBuilder.build`` for every batch of candidates, so nothing here loops over rows in
 Python. The logs are indexed once into
 
-- per-user ``Timeline``s (organic views, ad impressions, clicks; user x ad-key counts), where one binary search
-  answers "what did this user do strictly before time t", and
+- per-user ``EventIndex``es (``adsim.simulator.history``: organic views, ad impressions, clicks; user x ad-key
+  counts), where one binary search answers "what did this user do strictly before time t", and
 - per-entity ``DayTable``s (ads, advertisers, key levels), where one gather answers "what happened to this ad on
   the days before day d".
 
@@ -27,6 +27,7 @@ import pandas as pd
 
 from adsim.data import Scenario
 from adsim.errors import AdSimDataError
+from adsim.simulator.history import EventIndex
 from reward_models.protocol import FeatureMatrix, FeatureSpec
 from reward_models.value import AdPrices
 
@@ -54,55 +55,6 @@ class FeatureConfig:
 
 # ------------------------------------------------------------------------------------------------ indexes
 @dataclass(frozen=True)
-class Timeline:
-    """Events sorted by (group, time); "the group's events strictly before t" costs one binary search.
-
-    ``code`` packs ``group << shift | ts`` behind a sentinel at index 0 (code -1, counts 0), so a search always
-    lands on a real index and "no event" is index 0. ``cum`` holds running counts within the group, the event
-    itself included; ``item`` a payload per event (organic item, ad id).
-    """
-
-    code: np.ndarray  # (E + 1,) int64, sorted
-    cum: np.ndarray  # (E + 1, C) float32
-    item: np.ndarray  # (E + 1,) int64
-    shift: int
-
-    @classmethod
-    def build(cls, group: np.ndarray, ts: np.ndarray, shift: int, counts: np.ndarray | None = None,
-              item: np.ndarray | None = None) -> Timeline:
-        order = np.lexsort((ts, group))
-        group = np.asarray(group, dtype=np.int64)[order]
-        counts = np.ones((len(order), 1)) if counts is None else np.asarray(counts, dtype=np.float64)[order]
-        total = np.cumsum(counts, axis=0)
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
-        lengths = np.diff(np.r_[starts, len(group)])
-        cum = total - np.repeat((total - counts)[starts], lengths, axis=0)  # restart the running sum per group
-        payload = np.zeros(len(order), np.int64) if item is None else np.asarray(item, dtype=np.int64)[order]
-        return cls(
-            code=np.r_[-1, (group << shift) | np.asarray(ts, dtype=np.int64)[order]],
-            cum=np.concatenate([np.zeros((1, counts.shape[1])), cum]).astype(np.float32),
-            item=np.r_[0, payload],
-            shift=shift,
-        )
-
-    def last_before(self, group: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Index of each group's last event strictly before ``ts``; 0 (the sentinel) when there is none."""
-        ts = np.minimum(np.maximum(ts, 0), (1 << self.shift) - 1)  # later than every event: "after all of them"
-        i = np.searchsorted(self.code, (group << self.shift) | ts) - 1
-        return np.where((self.code[i] >> self.shift) == group, i, 0)
-
-    def counts_before(self, group: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """(..., C) running counts of each group strictly before ``ts``."""
-        return self.cum[self.last_before(group, ts)]
-
-    def window(self, group: np.ndarray, last: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(N, size) indexes of the ``size`` events up to ``last`` (from ``last_before``) of each group, newest
-        first, and a valid mask."""
-        idx = np.maximum(last[:, None] - np.arange(size), 0)
-        return idx, (self.code[idx] >> self.shift) == group[:, None]
-
-
-@dataclass(frozen=True)
 class DayTable:
     """Totals per entity over the days before each day: ``table[d, e]`` sums entity e's events of days < d."""
 
@@ -126,7 +78,7 @@ class AdKey:
     name: str
     of_ad: np.ndarray  # (n_ads,) dense key id per ad
     stats: DayTable  # impressions, clicks, conversions per key
-    user_stats: Timeline  # impressions, clicks per (user, key), group = user * n_keys + key
+    user_stats: EventIndex  # impressions, clicks per (user, key), group = user * n_keys + key
     n_keys: int
 
 
@@ -226,10 +178,10 @@ class FeatureBuilder:
         self.prior_ctr = float(click[train].mean()) if train.any() else float(click.mean())
         self.prior_cvr = float(conversion[train].sum() / max(click[train].sum(), 1))
 
-        self.user_outcomes = Timeline.build(imp_user, imp_ts, shift, counts=outcome)
-        self.clicks = Timeline.build(imp_user[click], imp_ts[click], shift, item=imp_ad[click])
-        self.organic = Timeline.build(organic["user_id"].to_numpy(), organic["ts"].to_numpy(), shift,
-                                      item=organic["item_id"].to_numpy())
+        self.user_outcomes = EventIndex(imp_user, imp_ts, counts=outcome, shift=shift)
+        self.clicks = EventIndex(imp_user[click], imp_ts[click], {"item": imp_ad[click]}, shift=shift)
+        self.organic = EventIndex(organic["user_id"].to_numpy(), organic["ts"].to_numpy(),
+                                  {"item": organic["item_id"].to_numpy().astype(np.int64)}, shift=shift)
         self.organic_emb = organic_emb
         self.organic_topic = scenario.table("organic_items")["topic"].to_numpy().astype(np.int64)
         self.n_topics = int(self.organic_topic.max()) + 1
@@ -258,7 +210,7 @@ class FeatureBuilder:
                 name=name,
                 of_ad=of_ad,
                 stats=DayTable.build(of_ad[imp_ad], imp_day, outcome, n_keys, self.n_days),
-                user_stats=Timeline.build(imp_user * n_keys + of_ad[imp_ad], imp_ts, shift, counts=outcome[:, :2]),
+                user_stats=EventIndex(imp_user * n_keys + of_ad[imp_ad], imp_ts, counts=outcome[:, :2], shift=shift),
                 n_keys=n_keys,
             ))
         self.specs = self._specs()
@@ -371,9 +323,9 @@ class FeatureBuilder:
         user, ts = key >> 32, key & ((1 << 32) - 1)
         last_organic = self.organic.last_before(user, ts)
         idx, valid = self.organic.window(user, last_organic, max(cfg.long_window, cfg.recent_window))
-        emb = self.organic_emb[self.organic.item[idx]]  # (U, M, D) newest first
+        emb = self.organic_emb[self.organic.payload["item"][idx]]  # (U, M, D) newest first
         clicked_idx, clicked_valid = self.clicks.window(user, self.clicks.last_before(user, ts), cfg.click_window)
-        clicked = self.ad_emb[self.clicks.item[clicked_idx]]  # (U, C, D)
+        clicked = self.ad_emb[self.clicks.payload["item"][clicked_idx]]  # (U, C, D)
         return {
             "outcomes": self.user_outcomes.counts_before(user, ts),
             "organic": self.organic.cum[last_organic, 0],
@@ -389,7 +341,7 @@ class FeatureBuilder:
     def _topic_interests(self, emb: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """The user's interests as read from organic items: per content topic, the unit mean embedding of the
         window's items of that topic and the topic's share of the window. (U, T, D) and (U, T)."""
-        topic = self.organic_topic[self.organic.item[idx]]  # (U, M)
+        topic = self.organic_topic[self.organic.payload["item"][idx]]  # (U, M)
         member = (topic[:, :, None] == np.arange(self.n_topics)) & valid[:, :, None]  # (U, M, T)
         sums = np.matmul(member.transpose(0, 2, 1).astype(np.float32), emb)  # (U, T, D)
         counts = member.sum(axis=1)

@@ -143,3 +143,14 @@ class TruthScorer:
         pctr = self.world.true_pctr(col["user_id"], ad, day, col["hour"], col["device"], col["placement"], position)
         pcvr = self.world.true_pcvr(col["user_id"], ad, day, col["device"])
         return self.prices.scores(ad, pctr, pcvr, self.value_config)
+
+
+def bundle_scorers(scenario: Scenario) -> tuple[RewardScorer, TruthScorer | None]:
+    """The bundle's reward models and, for a synthetic bundle, the world's truth on the same value scale."""
+    path = scenario.path / "reward_models"
+    if not path.is_dir():
+        raise AdSimDataError("the bundle has no reward models: run `adsim build` (it trains them) on this scenario",
+                             file=str(path))
+    model = RewardScorer.load(path, scenario)
+    truth = TruthScorer(scenario, model.value_config) if scenario.manifest.get("has_ground_truth") else None
+    return model, truth

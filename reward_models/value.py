@@ -20,25 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
+from adsim.simulator.scoring import Scores
 from adsim.world.cascade import estimated_ecpm
 from adsim.world.config import GOALS
 
 TARGETS = ("pctr", "pcvr", "gmv_rate")
-
-
-class Scores(NamedTuple):
-    """Reward parts for (B, K) request x ad pairs, each (B, K) float64."""
-
-    pctr: np.ndarray
-    pcvr: np.ndarray
-    ecpm: np.ndarray
-    final_value: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class EnvFixture:
 @pytest.fixture(scope="session")
 def tiny_sid_bundle(tmp_path_factory) -> Path:
     from adsim import build_scenario
-    from adsim.pipeline import sid_step
+    from adsim.sid.pipeline import sid_step
 
     return build_scenario(tmp_path_factory.mktemp("tiny_sid") / "bundle", "tiny", seed=11, progress=False,
                           steps=[("sid", sid_step)])
@@ -79,13 +79,11 @@ def tiny_sid_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def env_fixture(tiny_sid_bundle) -> EnvFixture:
     from adsim import Scenario
-    from adsim.simulator.loading import open_context
-    from envs.adsim_env import EnvOptions
+    from envs.context import open_context
 
     scenario = Scenario(tiny_sid_bundle)
     scorer = TruthLikeScorer(scenario)
-    options = EnvOptions(scenario=str(tiny_sid_bundle))
-    return EnvFixture(str(tiny_sid_bundle), open_context(options, scorer=scorer, truth=scorer))
+    return EnvFixture(str(tiny_sid_bundle), open_context(str(tiny_sid_bundle), scorer=scorer, truth=scorer))
 
 
 @pytest.fixture

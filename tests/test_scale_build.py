@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from adsim import Scenario, World, build_scenario
+from adsim.cli import add_ray_build_arguments, ray_build_options
+from adsim.errors import AdSimError
 from adsim.world import preset
 from adsim.world.logs import DayMerger, ShardLogger, ShardPlan, generate_logs, retrieval_lists
-from adsim.world.shards import FAULT_DIR_ENV, add_ray_build_arguments, generate_logs_ray, ray_build_options
+from adsim.world.shards import FAULT_DIR_ENV, generate_logs_ray
 
 ray = pytest.importorskip("ray")
 
@@ -115,5 +117,5 @@ def test_cli_arguments_map_to_build_options():
     assert ray_build_options(parser.parse_args(["--ray-address", "auto"]))["ray_address"] == "auto"
     with pytest.raises(SystemExit):
         parser.parse_args(["--ray", "--ray-address", "auto"])
-    with pytest.raises(ValueError, match="--workers needs"):
+    with pytest.raises(AdSimError, match="--workers needs"):
         ray_build_options(parser.parse_args(["--workers", "2"]))

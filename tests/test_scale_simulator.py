@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from adsim import Scenario, build_scenario
-from adsim.simulator.distributed import DistributedSimulator, SimulatorWorker
 from adsim.simulator.requests import RequestStream
 from adsim.world.shards import FAULT_DIR_ENV
+from envs.distributed import DistributedSimulator, SimulatorWorker
 
 ray = pytest.importorskip("ray")
 
@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     """A tiny bundle with SIDs and LightGBM reward models (about 4 s)."""
-    from adsim.pipeline import default_steps
+    from reward_models.pipeline import default_steps
 
     return build_scenario(tmp_path_factory.mktemp("sim") / "b", "tiny", seed=5, progress=False, steps=default_steps())
 

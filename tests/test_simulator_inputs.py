@@ -69,7 +69,7 @@ def test_history_returns_the_last_events_strictly_before(tiny):
         got = index.ts[rows[b][valid[b]]]
         np.testing.assert_array_equal(got, expected)
     ads = ad_index(tiny)
-    assert set(np.unique(ads.payload["action"])) <= {1, 2, 3}
+    assert ads.payload["action"][0] == 0 and set(np.unique(ads.payload["action"][1:])) == {1, 2, 3}  # 0: sentinel
 
 
 def test_event_index_pads_on_the_left():

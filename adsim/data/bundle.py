@@ -2,7 +2,8 @@
 
 A bundle is written into a temporary sibling directory and renamed into place only when complete, so an
 interrupted build never leaves a half bundle that loads. Later pipeline stages (SIDs, reward models) add
-their artifacts through ``BUILD_STEPS`` before that rename.
+their artifacts through the ``steps`` the caller passes (``reward_models.pipeline.default_steps()``) before that
+rename; this module never trains anything itself.
 
 Synthetic logs are generated in user shards, in this process or as Ray tasks (``build_scenario(ray_address=...)``,
 ``adsim.world.shards``); either way each day's shards are merged into time order before they are written, so a
@@ -349,21 +350,20 @@ def preset_cache_path(name: str, seed: int) -> Path:
     return cache_dir() / f"{name}-seed{seed}-gen{GENERATOR_VERSION}"
 
 
-def load_scenario(path_or_preset: str | Path = "small", seed: int = 0, validate: bool = True,
-                  progress: bool = True) -> Scenario:
-    """Open a bundle directory, or a preset name built on first use (logs, SIDs, reward models) into the cache
-    and reused afterwards."""
+def load_scenario(path_or_preset: str | Path = "small", seed: int = 0, validate: bool = True) -> Scenario:
+    """Open and validate a bundle directory, or a preset already built into the cache.
+
+    Opening never builds: a preset that is not built yet is an error naming the two ways to build it
+    (``reward_models.pipeline.ensure_scenario`` builds on first use; ``gym.make`` and the CLI call it).
+    """
     path = Path(path_or_preset).expanduser()
     if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not path.exists():
         path = preset_cache_path(path_or_preset, seed)
         if not (path / MANIFEST).is_file():
-            try:
-                from adsim.pipeline import default_steps
-
-                build_scenario(path, path_or_preset, seed, progress=progress, steps=default_steps())
-            except AdSimError:
-                if not (path / MANIFEST).is_file():  # another process published it first: use theirs
-                    raise
+            raise AdSimDataError(f"preset {path_or_preset!r} (seed {seed}) is not built yet: run `adsim build --preset "
+                                 f"{path_or_preset} --seed {seed} --out {path}` or call "
+                                 f"reward_models.pipeline.ensure_scenario({path_or_preset!r}, seed={seed})",
+                                 file=str(path))
     elif not path.exists():
         raise AdSimDataError(f"no such bundle directory or preset; presets are {sorted(PRESETS)}", file=str(path))
     return Scenario(path, validate=validate)

@@ -4,23 +4,28 @@ Formats: ``obd`` (Open Bandit Dataset), ``ipinyou`` (iPinYou RTB impressions, wi
 ``taobao`` (the Taobao display-ad sample, over-sampled clicks re-weighted) and ``csv`` (any delimited file with a
 column mapping, see ``docs/csv_mapping_example.yaml``). Each maps the source onto the six tables (every default it
 invents is written into the manifest's ``import`` entry and documented in its module), validates them, and builds
-a full bundle through ``write_bundle`` with the pipeline's steps (SIDs, reward models). Nothing is written when the
+a bundle through ``write_bundle``: the logs only (``import_logs``), or with the SIDs and reward models adapted to
+real logs (``reward_models.pipeline.import_scenario``, what ``adsim import`` runs). Nothing is written when the
 source is malformed.
+
+Modules, one idea each: ``canonical`` (the long format and its defaults), ``parsing`` (files and clocks),
+``encoding`` (codes and hashed embeddings), ``assemble`` (canonical logs -> tables), ``writing`` (tables -> bundle),
+and one module per source format.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
 from adsim.data.bundle import BuildStep
 from adsim.errors import AdSimError
-from adsim.importers.common import RawLogs, assemble, import_steps, write_imported
+from adsim.importers.assemble import assemble
+from adsim.importers.canonical import RawLogs
+from adsim.importers.writing import write_imported
 
 FORMATS = ("obd", "ipinyou", "taobao", "csv")
 
-__all__ = ["FORMATS", "add_import_parser", "import_logs", "import_steps", "read_source"]
+__all__ = ["FORMATS", "import_logs", "read_source"]
 
 
 def read_source(format: str, src: str | Path | None, *, mapping: str | Path | dict | None = None,
@@ -50,7 +55,7 @@ def read_source(format: str, src: str | Path | None, *, mapping: str | Path | di
 
 def import_logs(format: str, src: str | Path | None, out: str | Path, *, mapping: str | Path | dict | None = None,
                 max_rows: int | None = None, seed: int = 0, behavior: str = "random",
-                natural_ctr: float | None = None, steps: list[tuple[str, BuildStep]] | None = None,
+                natural_ctr: float | None = None, steps: list[tuple[str, BuildStep]] | tuple = (),
                 progress: bool = True, overwrite: bool = False) -> Path:
     """Import external logs into a bundle at ``out`` and return its path.
 
@@ -62,37 +67,10 @@ def import_logs(format: str, src: str | Path | None, out: str | Path, *, mapping
         seed: the bundle's seed (SIDs, reward models; Taobao's synthetic clock).
         behavior: ``obd`` only: ``random`` or ``bts``, the behaviour policy's log.
         natural_ctr: ``taobao`` only: the natural CTR the over-sampled clicks are re-weighted to (default 0.05).
-        steps: build steps after the logs; default ``import_steps()`` (the pipeline's SIDs and reward models);
-            ``[]`` writes validated logs only.
+        steps: build steps after the logs; ``()`` (the default) writes the validated logs only,
+            ``reward_models.pipeline.import_steps()`` adds SIDs and reward models.
     """
     raw = read_source(format, src, mapping=mapping, max_rows=max_rows, seed=seed, behavior=behavior,
                       natural_ctr=natural_ctr)
     return write_imported(assemble(raw), out, seed=seed, steps=steps, progress=progress, overwrite=overwrite)
 
-
-def _run(args: argparse.Namespace) -> None:
-    started = time.perf_counter()
-    path = import_logs(args.format, args.src, args.out, mapping=args.mapping, max_rows=args.max_rows, seed=args.seed,
-                       behavior=args.behavior, natural_ctr=args.natural_ctr, steps=[] if args.logs_only else None,
-                       progress=not args.quiet, overwrite=args.overwrite)
-    print(f"imported {path} in {time.perf_counter() - started:.1f}s")
-
-
-def add_import_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``import`` subcommand to ``adsim``'s subparsers (``args.func(args)`` runs it)."""
-    p = subparsers.add_parser("import", help="import real logs (obd, ipinyou, taobao, csv + mapping) as a bundle",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", nargs="?", type=Path, help="source file or directory (default for obd, ipinyou, taobao: "
-                                                     "the shared sample)")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, type=Path, help="bundle directory to create")
-    p.add_argument("--mapping", type=Path, help="csv: the column mapping (YAML or JSON)")
-    p.add_argument("--behavior", default="random", choices=("random", "bts"), help="obd: which behaviour log")
-    p.add_argument("--natural-ctr", type=float, help="taobao: natural CTR to re-weight clicks to (default 0.05)")
-    p.add_argument("--max-rows", type=int, help="read at most this many rows per file")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--logs-only", action="store_true", help="write the validated logs without SIDs or reward models")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run)
-    return p

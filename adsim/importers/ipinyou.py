@@ -10,7 +10,7 @@ only if its eCPM reaches it (a lost auction scores final_value 0, still a valid 
 Chinese fen per mille impressions. ``slotprice`` (the floor) is not a separate rule: the winning price already
 includes it where the exchange enforced it.
 
-Mapping (beyond ``adsim.importers.common``'s defaults):
+Mapping (beyond ``adsim.importers.canonical``'s defaults):
 
 * requests: one per row (``bidid`` repeats once in the 2259 train file, so rows are not merged), ``ts`` from
   ``timestamp`` (Beijing time as logged), one ad slot, position 0. ``device`` from ``useragent``: android -> 0, ios
@@ -38,14 +38,9 @@ import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.importers.common import (
-    RawLogs,
-    feature_embeddings,
-    file_info,
-    numeric,
-    read_delimited,
-    seconds_since_first_midnight,
-)
+from adsim.importers.canonical import RawLogs
+from adsim.importers.encoding import feature_embeddings
+from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
 from adsim.paths import shared_data_dir
 
 COLUMNS = ("click weekday hour bidid timestamp logtype ipinyouid useragent IP region city adexchange domain url urlid "

@@ -28,17 +28,9 @@ import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.importers.common import (
-    AD_DEFAULTS,
-    EVENT_DEFAULTS,
-    USER_DEFAULTS,
-    RawLogs,
-    feature_embeddings,
-    file_info,
-    numeric,
-    read_delimited,
-    seconds_since_first_midnight,
-)
+from adsim.importers.canonical import AD_DEFAULTS, EVENT_DEFAULTS, USER_DEFAULTS, RawLogs
+from adsim.importers.encoding import feature_embeddings
+from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
 from adsim.world.config import GOALS, ORGANIC_KINDS
 
 KEY_FIELDS = ("user", "ad", "request", "item")

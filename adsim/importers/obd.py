@@ -3,7 +3,7 @@
 Source: one behaviour policy's "all" campaign, ``{behavior}_all.csv`` and ``{behavior}_all_item_context.csv`` in
 SRC (default ``shared_data_dir() / "open_bandit_dataset"``; ``behavior`` is ``random`` or ``bts``).
 
-Mapping (beyond ``adsim.importers.common``'s defaults):
+Mapping (beyond ``adsim.importers.canonical``'s defaults):
 
 * requests: one per log row. The sample keeps one (item, position) row per impression, and rows of the same page
   view are not linked, so each row is its own request with ``n_slots`` 3 (the page's three slots) and one logged
@@ -35,15 +35,9 @@ import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.importers.common import (
-    RawLogs,
-    dense_codes,
-    feature_embeddings,
-    file_info,
-    numeric,
-    read_delimited,
-    seconds_since_first_midnight,
-)
+from adsim.importers.canonical import RawLogs
+from adsim.importers.encoding import dense_codes, feature_embeddings
+from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
 from adsim.paths import shared_data_dir
 
 BEHAVIORS = ("random", "bts")

@@ -15,7 +15,7 @@ The sample has no clock. Time is synthetic and only orders events (seeded by ``s
 session in file order, ``SESSION_GAP_S`` apart (closer for very long sessions), starting at a uniformly drawn
 time within ``DAYS`` days.
 
-Mapping (beyond ``adsim.importers.common``'s defaults):
+Mapping (beyond ``adsim.importers.canonical``'s defaults):
 
 * requests: one per row, one slot, position 0; ``placement`` = ``pid`` (the two ad slots, 0/1), device 0 (not
   logged); splits by (synthetic) time quantiles.
@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.importers.common import RawLogs, feature_embeddings, file_info, numeric, read_delimited
+from adsim.importers.canonical import RawLogs
+from adsim.importers.encoding import feature_embeddings
+from adsim.importers.parsing import file_info, numeric, read_delimited
 from adsim.paths import shared_data_dir
 from adsim.world.rng import stream
 

@@ -4,13 +4,17 @@ torch-free. Encoding and decoding of a fitted model run in numpy (``adsim.sid.rq
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from adsim.sid.rq_kmeans import RQKMeans, RQKMeansConfig
-from adsim.sid.rq_vae import RQVAEConfig
+
+if TYPE_CHECKING:  # the config's module imports this one lazily, inside fit
+    from adsim.sid.rq_vae import RQVAEConfig
 
 
 class MLP(nn.Module):

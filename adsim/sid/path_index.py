@@ -1,4 +1,4 @@
-"""Path -> items index in flat CSR form, for the simulator to resolve a generated code path to concrete ads.
+"""Path -> items index in flat CSR form: the leaves of the simulator's ``adsim.trie.SidTrie``, saved with the SIDs.
 
 Several items may share a full path (a collision); they are all kept. Paths are sorted lexicographically, so the
 items under any prefix are one contiguous slice as well (a trie without pointers).

@@ -170,3 +170,36 @@ def fit_scenario_sids(ad_embeddings: np.ndarray, ads: pd.DataFrame, organic_embe
     ad_codes = tokenizer.encode(ad_x, ads)
     return SidArtifacts(config=config, tokenizer=tokenizer, ad_codes=ad_codes,
                         organic_codes=semantic.encode(organic_x), ad_index=PathIndex.from_codes(ad_codes))
+
+
+# --------------------------------------------------------------------------------------------- bundles
+def semantic_codebook_size(n_items: int) -> int:
+    """Codes per semantic level: the power of two nearest sqrt(n), within [8, 256] (16 on tiny, 64 on small)."""
+    return int(np.clip(2 ** round(np.log2(np.sqrt(max(n_items, 1)))), 8, 256))
+
+
+def sid_step(root: Path, scenario, progress: bool) -> dict:
+    """Build step: fit the default SIDs (RQ-Kmeans+ with a Commercial SID last level) on every ad and organic item
+    of the bundle being built at ``root`` (``scenario``), into ``root / "sid"``."""
+    n_ads = len(scenario.table("ads"))
+    per_level = semantic_codebook_size(n_ads)
+    config = SidConfig(seed=int(scenario.manifest.get("seed") or 0), semantic_codebook_sizes=(per_level, per_level),
+                       vocab_budget=min(256, 4 * per_level))
+    artifacts = fit_scenario_sids(np.asarray(scenario.ad_embeddings), scenario.table("ads"),
+                                  np.asarray(scenario.organic_embeddings), config)
+    artifacts.save(root / "sid")
+    return {
+        "tokenizer": config.tokenizer + ("+commercial" if config.commercial else ""),
+        "codebook_sizes": list(map(int, artifacts.tokenizer.codebook_sizes)),
+        "paths": int(len(np.unique(artifacts.ad_codes, axis=0))),
+        "collision_rate": round(float(collision_rate(artifacts.ad_codes)), 4),
+    }
+
+
+def bundle_sids(scenario) -> SidArtifacts:
+    """The SIDs a built bundle carries (``sid/``), with a clear error when the SID step never ran on it."""
+    path = scenario.path / "sid"
+    if not path.is_dir():
+        raise AdSimDataError("the bundle has no semantic IDs: run `adsim build` (it fits them) on this scenario",
+                             file=str(path))
+    return SidArtifacts.load(path)

@@ -1,7 +1,8 @@
-"""A user's history before a moment, gathered for a batch of requests without per-row Python loops.
+"""Histories before a moment, for a batch of requests without per-row Python loops: the one "events before t" index.
 
-Events of one kind (organic views, ad impressions) are sorted by (user, time) once; the last ``n`` events of a
-user strictly before ``ts`` are then a contiguous slice found by one ``searchsorted`` on a combined key.
+Events of one kind (organic views, ad impressions, clicks, user x ad-key outcomes) are sorted by (group, time) once;
+"the group's events strictly before ts" is then one ``searchsorted`` on a packed ``group << shift | ts`` key. The
+observation builder, the simulator's process rewards, the sequence models and the reward-model features all use it.
 """
 
 from __future__ import annotations
@@ -15,27 +16,68 @@ ACTION_IMPRESSION, ACTION_CLICK, ACTION_CONVERSION = 1, 2, 3
 
 
 class EventIndex:
-    """Per-user, time-sorted events with a payload; answers "the last n before ts" for many users at once."""
+    """Events sorted by (group, time) behind a sentinel at index 0, with payloads and running counts.
 
-    def __init__(self, user_ids: np.ndarray, ts: np.ndarray, payload: dict[str, np.ndarray]):
-        order = np.lexsort((ts, user_ids))
-        self.user_ids = np.asarray(user_ids)[order].astype(np.int32)
-        self.ts = np.asarray(ts)[order].astype(np.int64)
-        self.payload = {k: np.asarray(v)[order] for k, v in payload.items()}
-        self._span = int(self.ts.max()) + 2 if len(self.ts) else 2
-        self._key = self.user_ids.astype(np.int64) * self._span + self.ts
+    ``code`` packs ``group << shift | ts``; index 0 is a sentinel (code -1, zero counts, zero payload), so a search
+    always lands on a real index and "no event" is index 0. ``cum`` holds running ``counts`` within each group, the
+    event itself included (default: one per event). Groups are any non-negative int64 (a user, or user x key).
+    Queries later than every event clip to "after all of them".
+    """
 
-    def last(self, user_ids: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, n) row positions of each user's last ``n`` events before ``ts`` (most recent last) and a valid mask.
+    def __init__(self, group: np.ndarray, ts: np.ndarray, payload: dict[str, np.ndarray] | None = None,
+                 counts: np.ndarray | None = None, shift: int | None = None):
+        order = np.lexsort((ts, group))
+        group = np.asarray(group, dtype=np.int64)[order]
+        ts = np.asarray(ts, dtype=np.int64)[order]
+        self.shift = int(ts.max(initial=0) + 2).bit_length() if shift is None else shift
+        """Time bits of a code (at least those of the latest event + 2)."""
+        self.code = np.r_[-1, (group << self.shift) | ts]
+        self.ts = np.r_[-1, ts]
+        """Event times by index (-1 for the sentinel)."""
+        self.payload = {k: np.r_[np.zeros(1, np.asarray(v).dtype), np.asarray(v)[order]]
+                        for k, v in (payload or {}).items()}
+        counts = np.ones((len(order), 1)) if counts is None else np.asarray(counts, dtype=np.float64)[order]
+        total = np.cumsum(counts, axis=0)
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
+        lengths = np.diff(np.r_[starts, len(group)])
+        cum = total - np.repeat((total - counts)[starts], lengths, axis=0)  # restart the running sum per group
+        self.cum = np.concatenate([np.zeros((1, counts.shape[1])), cum]).astype(np.float32)
 
-        Rows are left-padded: invalid slots come first, so the most recent event is always at column n-1.
+    def __len__(self) -> int:
+        return len(self.code) - 1
+
+    def last_before(self, group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Index of each group's last event strictly before ``ts``; 0 (the sentinel) when there is none."""
+        group = np.asarray(group, dtype=np.int64)
+        ts = np.minimum(np.maximum(np.asarray(ts, dtype=np.int64), 0), (1 << self.shift) - 1)
+        i = np.searchsorted(self.code, (group << self.shift) | ts) - 1
+        return np.where((self.code[i] >> self.shift) == group, i, 0)
+
+    def first_at_or_after(self, group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Index of each group's first event at or after ``ts``; 0 (the sentinel) when there is none."""
+        group = np.asarray(group, dtype=np.int64)
+        ts = np.minimum(np.maximum(np.asarray(ts, dtype=np.int64), 0), (1 << self.shift) - 1)
+        i = np.minimum(np.searchsorted(self.code, (group << self.shift) | ts), len(self.code) - 1)
+        return np.where((self.code[i] >> self.shift) == group, i, 0)
+
+    def counts_before(self, group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """(..., C) running counts of each group strictly before ``ts``."""
+        return self.cum[self.last_before(group, ts)]
+
+    def window(self, group: np.ndarray, last: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, size) indexes of the ``size`` events up to ``last`` (from ``last_before``) of each group, newest
+        first, and a valid mask."""
+        idx = np.maximum(last[:, None] - np.arange(size), 0)
+        return idx, (self.code[idx] >> self.shift) == np.asarray(group, dtype=np.int64)[:, None]
+
+    def last(self, group: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, n) indexes of each group's last ``n`` events before ``ts`` (most recent last) and a valid mask.
+
+        Rows are left-padded: invalid slots come first (index 0, the sentinel), so the most recent event is always
+        at column n-1.
         """
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        ts = np.minimum(np.asarray(ts, dtype=np.int64), self._span - 1)
-        end = np.searchsorted(self._key, user_ids * self._span + ts, side="left")  # events strictly before ts
-        start = np.searchsorted(self._key, user_ids * self._span, side="left")
-        idx = end[:, None] - n + np.arange(n)[None, :]
-        valid = idx >= start[:, None]
+        idx, valid = self.window(group, self.last_before(group, ts), n)
+        idx, valid = idx[:, ::-1], valid[:, ::-1]
         return np.where(valid, idx, 0), valid
 
 
@@ -45,13 +87,16 @@ def organic_index(scenario: Scenario) -> EventIndex:
                       {"item_id": events["item_id"].to_numpy().astype(np.int32)})
 
 
-def ad_index(scenario: Scenario, split_end_ts: int | None = None) -> EventIndex:
-    """Logged ad interactions with their action type; only those before ``split_end_ts`` if given."""
+def ad_index(scenario: Scenario, split_end_ts: int | None = None, min_action: int = ACTION_IMPRESSION) -> EventIndex:
+    """Logged ad interactions with their action type; only those before ``split_end_ts`` if given, and only those
+    that got at least ``min_action`` (``ACTION_CLICK``: the user's successes)."""
     imp, req = scenario.table("impressions"), scenario.table("requests")
     pos = np.searchsorted(req["request_id"].to_numpy(), imp["request_id"].to_numpy())
     ts = req["ts"].to_numpy()[pos]
     action = np.where(imp["conversion"].to_numpy(), ACTION_CONVERSION,
                       np.where(imp["click"].to_numpy(), ACTION_CLICK, ACTION_IMPRESSION))
-    keep = np.ones(len(ts), dtype=bool) if split_end_ts is None else ts < split_end_ts
+    keep = action >= min_action
+    if split_end_ts is not None:
+        keep &= ts < split_end_ts
     return EventIndex(req["user_id"].to_numpy()[pos][keep], ts[keep],
                       {"ad_id": imp["ad_id"].to_numpy()[keep].astype(np.int32), "action": action[keep].astype(np.int8)})

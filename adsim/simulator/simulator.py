@@ -8,27 +8,20 @@ choice). An invalid path (not in the trie, or no eligible ad on it) scores zero 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 
 from adsim.data.bundle import Scenario
 from adsim.errors import AdSimError
+from adsim.sid.path_index import PathIndex
 from adsim.simulator.eligibility import Eligibility
-from adsim.simulator.history import EventIndex, ad_index
+from adsim.simulator.history import ACTION_CLICK, EventIndex, ad_index
 from adsim.simulator.requests import RequestBatch, take
+from adsim.simulator.scoring import RewardSource, Scorer, Scores
 from adsim.trie import SidTrie
-from reward_models.value import Scores
 
-RewardSource = Literal["model", "truth"]
-
-
-class Scorer(Protocol):
-    """Anything that scores (request, ad) pairs: the reward models, or the world's truth."""
-
-    def score(self, requests: RequestBatch, ad_ids: np.ndarray) -> Scores:
-        """``requests`` holds B rows (REQUEST_COLUMNS arrays or a DataFrame), ``ad_ids`` is (B, M)."""
-        ...
+__all__ = ["Evaluation", "ProcessRewardConfig", "RewardSource", "Scorer", "Scores", "Simulator", "zscore"]
 
 
 class Evaluation(NamedTuple):
@@ -65,9 +58,11 @@ class Simulator:
     """Per-request market price (the price to beat, in eCPM units) of imported RTB logs, aligned with requests."""
 
     def __init__(self, scenario: Scenario, ad_codes: np.ndarray, codebook_sizes: tuple[int, ...],
-                 scorer: Scorer, truth: Scorer | None = None, process: ProcessRewardConfig | None = None):
+                 scorer: Scorer, truth: Scorer | None = None, process: ProcessRewardConfig | None = None,
+                 path_index: PathIndex | None = None):
+        """``path_index``: the bundle's saved ``PathIndex`` of ``ad_codes`` (built from them when None)."""
         self.scenario = scenario
-        self.trie = SidTrie(ad_codes, codebook_sizes)
+        self.trie = SidTrie(ad_codes, codebook_sizes, path_index)
         self.ad_codes = np.asarray(ad_codes, dtype=np.int64)
         self.eligibility = Eligibility(scenario)
         self.scorers: dict[str, Scorer | None] = {"model": scorer, "truth": truth}
@@ -170,9 +165,7 @@ class Simulator:
     def token_popularity(self, requests: RequestBatch, level: int) -> np.ndarray:
         """(B, codebook_size) P_l(t): share of the user's recent successes whose ad has token t at ``level``."""
         if self._successes is None:
-            index = ad_index(self.scenario)
-            keep = index.payload["action"] >= 2
-            self._successes = EventIndex(index.user_ids[keep], index.ts[keep], {"ad_id": index.payload["ad_id"][keep]})
+            self._successes = ad_index(self.scenario, min_action=ACTION_CLICK)
         rows, valid = self._successes.last(np.asarray(requests["user_id"]), np.asarray(requests["ts"]),
                                            self.process.history)
         codes = self.ad_codes[self._successes.payload["ad_id"][rows], level]  # (B, H)

@@ -28,14 +28,13 @@ Retries
 
 Fault injection (tests)
     If ``$ADSIM_FAULT_DIR/<key>.crash`` exists, the task ``<key>`` consumes that file and kills its own worker
-    process. Keys: ``shard{s}-day{d}`` here, ``simulator-{method}`` in ``adsim.simulator.distributed``.
+    process. Keys: ``shard{s}-day{d}`` here, ``simulator-{method}`` in ``envs.distributed``.
 
 Ray is imported only when a function here runs: the core stays importable without it.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,25 +175,3 @@ def generate_logs_ray(world: World, address: str | None = LOCAL, num_workers: in
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def add_ray_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--ray``, ``--ray-address``, ``--shards`` and ``--workers`` for ``adsim build``."""
-    group = parser.add_argument_group("scale-out (Ray)")
-    where = group.add_mutually_exclusive_group()
-    where.add_argument("--ray", action="store_true",
-                       help="generate the logs' user shards as Ray tasks on a private Ray on this machine")
-    where.add_argument("--ray-address", metavar="ADDR",
-                       help="... on a running Ray cluster instead ('auto', 'HEAD:6379' or 'ray://HEAD:10001')")
-    group.add_argument("--shards", type=int, metavar="N",
-                       help="user shards (default: the preset's). Part of the data: another value is another "
-                            "world, the same value gives identical bundles with or without Ray")
-    group.add_argument("--workers", type=int, metavar="N",
-                       help="shard-days generated at once with Ray (default: every CPU of the cluster)")
-    return parser
-
-
-def ray_build_options(args: argparse.Namespace) -> dict:
-    """``build_scenario`` keyword arguments from the parsed ``add_ray_build_arguments`` options."""
-    address = LOCAL if args.ray else args.ray_address
-    if args.workers is not None and address is None:
-        raise ValueError("--workers needs --ray or --ray-address")
-    return {"ray_address": address, "n_shards": args.shards, "num_workers": args.workers}

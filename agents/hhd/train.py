@@ -41,6 +41,7 @@ from agents.hhd.decoding import path_legal_masks, trie_legal
 from agents.hhd.losses import vaft_raw_weights, vaft_weights
 from agents.hhd.model import HHD, HHDConfig
 from agents.hhd.sequences import AmazonSequences, Batch, ScenarioSequences, SequenceConfig, Sequences, scenario_sids
+from reward_models.pipeline import ensure_scenario
 
 STAGES = ("pretrain", "vaft")
 ValueSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -133,7 +134,7 @@ def load_data(config: TrainConfig) -> TrainData:
         scenario = None
         split = "valid"  # the files hold valid + test windows only: train on valid, test on test
     else:
-        scenario = adsim.load_scenario(config.data, seed=config.data_seed, progress=False)
+        scenario = ensure_scenario(config.data, seed=config.data_seed, progress=False)
         seqs = ScenarioSequences(scenario, scenario_sids(scenario), config.seq)
         split = "train"
     train_idx = seqs.indices(split)

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from adsim.metrics import normalised_score
-from adsim.simulator.loading import SimulatorContext
 from adsim.simulator.requests import RequestBatch, RequestStream, take
 from adsim.simulator.simulator import Simulator
 from agents.mcts.paths import RequestTries, random_legal_paths
+from envs.context import SimulatorContext
 
 SOURCES = ("model", "truth")
 

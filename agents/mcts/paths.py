@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adsim.simulator.loading import SimulatorContext
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.simulator import Simulator
+from envs.context import SimulatorContext
 
 
 class RequestTries:

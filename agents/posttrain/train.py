@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adsim.simulator.loading import SimulatorContext, open_context
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.simulator import Scorer
 from agents.hhd.decoding import TorchTrie
@@ -42,7 +41,7 @@ from agents.hhd.model import HHD
 from agents.hhd.sequences import ENV_FEATURES, Batch, ScenarioSequences, SequenceConfig, scenario_sids
 from agents.hhd.train import add_dataclass_args
 from agents.posttrain import objectives as obj
-from envs.adsim_env import EnvOptions
+from envs.context import SimulatorContext, open_context
 
 METHODS = ("hepo", "grpo", "dpo")
 
@@ -109,8 +108,7 @@ class PolicyEnv:
     def open(cls, scenario: str, data_seed: int, split: str, process_alphas: tuple[float, ...],
              seq: SequenceConfig, scorer: Scorer | None = None) -> PolicyEnv:
         """``scorer`` replaces the bundle's reward models (and the truth) for model and truth sources: tests."""
-        options = EnvOptions(scenario=scenario, seed=data_seed, split=split, process_alphas=process_alphas)
-        ctx = open_context(options, scorer=scorer, truth=scorer)
+        ctx = open_context(scenario, data_seed, split, process_alphas, scorer=scorer, truth=scorer)
         seqs = ScenarioSequences(ctx.scenario, scenario_sids(ctx.scenario), seq)
         return cls(ctx, seqs, TorchTrie(ctx.simulator.trie), ctx.mean_logged_value)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from adsim.simulator.loading import SimulatorContext, open_context
 from envs.adsim_env import AdSimEnv, EnvOptions
+from envs.context import SimulatorContext, open_context
 from envs.registration import ENV_ID
 
 SCORED_ENV_ID = "AdSim-v0-scored"
@@ -41,14 +41,15 @@ def open_env_context(env_config: Mapping[str, Any]) -> tuple[SimulatorContext, d
         factory = import_object(factory)
     options = EnvOptions(**{k: v for k, v in kwargs.items() if k != "render_mode"})
     if factory is None:
-        return open_context(options), kwargs
+        return open_context(options.scenario, options.seed, options.split, options.process_alphas), kwargs
     key = (str(options.scenario), options.seed, options.split, tuple(options.process_alphas),
            getattr(factory, "__module__", ""), getattr(factory, "__qualname__", repr(factory)))
     if key not in _FACTORY_CONTEXTS:
-        from adsim.data.bundle import load_scenario
+        from reward_models.pipeline import ensure_scenario
 
-        scorer = factory(load_scenario(options.scenario, seed=options.seed))
-        _FACTORY_CONTEXTS[key] = open_context(options, scorer=scorer, truth=scorer)
+        scorer = factory(ensure_scenario(options.scenario, seed=options.seed))
+        _FACTORY_CONTEXTS[key] = open_context(options.scenario, options.seed, options.split, options.process_alphas,
+                                              scorer=scorer, truth=scorer)
     return _FACTORY_CONTEXTS[key], kwargs
 
 

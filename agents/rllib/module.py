@@ -20,7 +20,7 @@ from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
 N_HISTORY_TYPES = 7
-"""History token types are 0..6 (see adsim.simulator.observation)."""
+"""History token types are 0..6 (see envs.observation)."""
 
 
 @dataclass(frozen=True)

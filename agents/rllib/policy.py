@@ -11,9 +11,9 @@ from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
-from adsim.simulator.loading import SimulatorContext
 from adsim.simulator.requests import RequestBatch
 from agents.mcts.paths import RequestTries, decode, observations
+from envs.context import SimulatorContext
 
 
 def load_module(checkpoint: str | Path) -> RLModule:

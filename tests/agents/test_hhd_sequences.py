@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import adsim
 from adsim.paths import shared_data_dir
 from agents.hhd.sequences import (
     ENV_FEATURES,
@@ -21,6 +20,7 @@ from agents.hhd.sequences import (
     pack_tokens,
     scenario_sids,
 )
+from reward_models.pipeline import ensure_scenario
 
 
 def test_pack_tokens_known_answer():
@@ -52,7 +52,7 @@ def test_next_targets_stay_within_user_and_split():
 
 @pytest.fixture(scope="module")
 def tiny():
-    scenario = adsim.load_scenario("tiny", seed=0, progress=False)
+    scenario = ensure_scenario("tiny", seed=0, progress=False)
     return scenario, ScenarioSequences(scenario, scenario_sids(scenario), SequenceConfig(max_len=16))
 
 

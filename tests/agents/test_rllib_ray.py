@@ -17,8 +17,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 
 from agents.mcts import MCTS, MCTSConfig, RequestTries, held_out_requests  # noqa: E402
-from agents.mcts.tune import MCTSTrainable  # noqa: E402
 from agents.rllib.config import build_algo, ppo_config  # noqa: E402
+from agents.rllib.mcts_trainable import MCTSTrainable  # noqa: E402
 from agents.rllib.module import AdSimTorchRLModule  # noqa: E402
 from agents.rllib.policy import ModulePolicy, load_module  # noqa: E402
 from agents.rllib.session import leftover_ray_processes, ray_session  # noqa: E402
@@ -52,7 +52,7 @@ def env_config(env_fixture):
 def full_bundle(tmp_path_factory):
     """A tiny bundle with trained reward models: the real loader opens it in every Ray worker, no fakes."""
     from adsim import build_scenario
-    from adsim.pipeline import default_steps
+    from reward_models.pipeline import default_steps
 
     return build_scenario(tmp_path_factory.mktemp("full") / "bundle", "tiny", seed=3, progress=False,
                           steps=default_steps())
@@ -123,7 +123,7 @@ def test_ppo_trains_two_iterations_and_the_module_decodes_legal_paths(ray_tmp, e
     np.testing.assert_array_equal(restored.act(tries), paths)
 
     # MCTS-PPO: the module's policy as priors and its value head as the node evaluator
-    scale = ctx.reward_scale(AdSimEnv(**env_fixture.kwargs()).options)
+    scale = ctx.reward_scale(AdSimEnv(**env_fixture.kwargs()).options.reward_scale)
     search = MCTS(ctx.simulator, MCTSConfig(num_simulations=16), prior_value=policy, value_scale=scale)
     assert search.puct
     result = search.search(tries.requests)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -73,14 +72,11 @@ def test_build_steps_add_artifacts_to_the_manifest(tmp_path):
     assert "extra/n.npy" in scenario.manifest["files"]
 
 
-def test_preset_is_built_once_then_reused(monkeypatch, tmp_path):
+def test_opening_an_unbuilt_preset_names_how_to_build_it_and_builds_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("ADSIM_CACHE_DIR", str(tmp_path / "cache"))
-    first = load_scenario("tiny", seed=5, progress=False)
-    stamp = os.stat(first.path / MANIFEST).st_mtime_ns
-    second = load_scenario("tiny", seed=5, progress=False)
-    assert second.path == first.path and str(first.path).startswith(str(tmp_path / "cache"))
-    assert os.stat(second.path / MANIFEST).st_mtime_ns == stamp
-    assert load_scenario("tiny", seed=6, progress=False).path != first.path
+    with pytest.raises(AdSimDataError, match=r"not built yet.*adsim build --preset tiny.*ensure_scenario"):
+        load_scenario("tiny", seed=5)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 def test_unknown_preset_or_path_is_a_clear_error(tmp_path):

@@ -11,12 +11,13 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import adsim  # noqa: F401  (registers AdSim-v0)
-from adsim import AdSimDataError, load_scenario
+from adsim import AdSimDataError
+from reward_models.pipeline import ensure_scenario
 
 
 @pytest.fixture(scope="module")
 def tiny_full():
-    return load_scenario("tiny", seed=0, progress=False)
+    return ensure_scenario("tiny", seed=0, progress=False)
 
 
 def test_make_by_name_on_a_preset_and_check_env(tiny_full):

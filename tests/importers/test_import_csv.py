@@ -11,9 +11,9 @@ import pytest
 
 import envs  # noqa: F401  (registers AdSim-v0)
 from adsim import Scenario
-from adsim.importers import import_logs
 from adsim.importers.obd import read_obd
 from adsim.paths import PROJECT_ROOT
+from reward_models.pipeline import import_scenario
 
 EXAMPLE = PROJECT_ROOT / "docs" / "csv_mapping_example.yaml"
 ROWS = 1200
@@ -51,7 +51,7 @@ def own_logs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(own_logs):
-    return import_logs("csv", own_logs / "impressions.csv", own_logs / "bundle", mapping=own_logs / "mapping.yaml",
+    return import_scenario("csv", own_logs / "impressions.csv", own_logs / "bundle", mapping=own_logs / "mapping.yaml",
                        progress=False)
 
 
@@ -81,7 +81,7 @@ def test_json_mapping_tab_separated_unix_times(tmp_path):
                "columns": {"user": "u", "ad": "a", "click": "c"}, "ads": {"industry": "cat"},
                "constants": {"goal": "CPM", "bid": 2.5}, "ad_features": {"categorical": ["cat"]}}
     (tmp_path / "mapping.json").write_text(json.dumps(mapping))
-    path = import_logs("csv", tmp_path / "logs.tsv", tmp_path / "b", mapping=tmp_path / "mapping.json", steps=[],
+    path = import_scenario("csv", tmp_path / "logs.tsv", tmp_path / "b", mapping=tmp_path / "mapping.json", steps=[],
                        progress=False)
     scenario = Scenario(path)
     ads, imp = scenario.table("ads"), scenario.table("impressions")

@@ -8,19 +8,19 @@ import pytest
 import envs  # noqa: F401  (registers AdSim-v0)
 from adsim import Scenario
 from adsim.errors import AdSimError
-from adsim.importers import import_logs
 from adsim.importers.ipinyou import COLUMNS, ipinyou_files
 from adsim.ope import BanditFeedback
 from adsim.sid.pipeline import SidArtifacts
 from adsim.simulator.requests import as_batch
 from adsim.simulator.simulator import Simulator
+from reward_models.pipeline import import_scenario
 
 ROWS = 1000  # per file: the train file's first click is row 399
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return import_logs("ipinyou", None, tmp_path_factory.mktemp("ipinyou") / "bundle", max_rows=ROWS,
+    return import_scenario("ipinyou", None, tmp_path_factory.mktemp("ipinyou") / "bundle", max_rows=ROWS,
                        progress=False)
 
 

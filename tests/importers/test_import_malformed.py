@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from adsim.errors import AdSimDataError
-from adsim.importers import import_logs
 from adsim.importers.obd import obd_files
 from adsim.importers.taobao import FILE as TAOBAO_FILE
 from adsim.paths import shared_data_dir
+from reward_models.pipeline import import_scenario
 
 
 def _obd_copy(directory, edit) -> str:
@@ -56,7 +56,7 @@ def test_malformed_obd(tmp_path, case):
     src = _obd_copy(tmp_path, edit)
     out = tmp_path / "out" / "bundle"
     with pytest.raises(AdSimDataError, match=message):
-        import_logs("obd", src, out, progress=False)
+        import_scenario("obd", src, out, progress=False)
     _assert_nothing_written(out)
 
 
@@ -65,12 +65,12 @@ def test_ipinyou_wrong_separator_and_bad_timestamp(tmp_path):
     (tmp_path / "comma.log.txt").write_text("\n".join(line.replace("\t", ",") for line in lines))
     out = tmp_path / "out"
     with pytest.raises(AdSimDataError, match=r"found 1 TAB-separated columns, expected 27 or 29.*comma\.log\.txt"):
-        import_logs("ipinyou", tmp_path / "comma.log.txt", out, progress=False)
+        import_scenario("ipinyou", tmp_path / "comma.log.txt", out, progress=False)
     fields = lines[2].split("\t")
     fields[4] = "yesterday"
     (tmp_path / "stamp.log.txt").write_text("\n".join([*lines[:2], "\t".join(fields), *lines[3:]]))
     with pytest.raises(AdSimDataError, match=r"not a number.*stamp\.log\.txt.*column 'timestamp'.*rows \[2\]"):
-        import_logs("ipinyou", tmp_path / "stamp.log.txt", out, progress=False)
+        import_scenario("ipinyou", tmp_path / "stamp.log.txt", out, progress=False)
     _assert_nothing_written(out)
 
 
@@ -79,7 +79,7 @@ def test_taobao_wrong_column_count(tmp_path):
     (tmp_path / TAOBAO_FILE).write_text("\n".join(",".join(line.split(",")[:-1]) for line in lines))
     out = tmp_path / "out"
     with pytest.raises(AdSimDataError, match=r"found 266 comma-separated columns, expected 267"):
-        import_logs("taobao", tmp_path, out, progress=False)
+        import_scenario("taobao", tmp_path, out, progress=False)
     _assert_nothing_written(out)
 
 
@@ -103,7 +103,7 @@ def _own_csv(tmp_path):
 def test_malformed_mapping(tmp_path, mapping, message):
     out = tmp_path / "out"
     with pytest.raises(AdSimDataError, match=message):
-        import_logs("csv", _own_csv(tmp_path), out, mapping=mapping, progress=False)
+        import_scenario("csv", _own_csv(tmp_path), out, mapping=mapping, progress=False)
     _assert_nothing_written(out)
 
 
@@ -111,7 +111,7 @@ def test_logs_without_organic_views_are_refused_before_the_build_steps(tmp_path)
     mapping = {"timestamp": "t", "columns": {"user": "u", "ad": "ad", "click": "c"}}
     out = tmp_path / "out"
     with pytest.raises(AdSimDataError, match=r"no organic events.*features\.py.*observation\.py"):
-        import_logs("csv", _own_csv(tmp_path), out, mapping=mapping, progress=False)
+        import_scenario("csv", _own_csv(tmp_path), out, mapping=mapping, progress=False)
     _assert_nothing_written(out)
-    path = import_logs("csv", _own_csv(tmp_path), out, mapping=mapping, steps=[], progress=False)
+    path = import_scenario("csv", _own_csv(tmp_path), out, mapping=mapping, steps=[], progress=False)
     assert (path / "manifest.json").is_file()

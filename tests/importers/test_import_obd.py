@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,17 +9,17 @@ import pytest
 
 import envs  # noqa: F401  (registers AdSim-v0)
 from adsim import Scenario
-from adsim.importers import add_import_parser, import_logs, import_steps
+from adsim.cli import main as adsim_main
 from adsim.importers.obd import read_obd
 from adsim.ope import BanditFeedback
-from adsim.pipeline import default_steps
+from reward_models.pipeline import default_steps, import_scenario, import_steps
 
 ROWS = 1500
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return import_logs("obd", None, tmp_path_factory.mktemp("obd") / "bundle", max_rows=ROWS, progress=False)
+    return import_scenario("obd", None, tmp_path_factory.mktemp("obd") / "bundle", max_rows=ROWS, progress=False)
 
 
 def test_import_steps_use_the_pipeline():
@@ -77,11 +76,8 @@ def test_env_runs_on_the_imported_bundle(bundle, checked_env):
 
 
 def test_cli_subcommand_imports_logs_only(tmp_path):
-    parser = argparse.ArgumentParser(prog="adsim")
-    add_import_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["import", "--format", "obd", "--behavior", "bts", "--out", str(tmp_path / "b"),
-                              "--max-rows", "300", "--logs-only", "--quiet"])
-    args.func(args)
+    assert adsim_main(["import", "--format", "obd", "--behavior", "bts", "--out", str(tmp_path / "b"),
+                       "--max-rows", "300", "--logs-only", "--quiet"]) == 0
     scenario = Scenario(tmp_path / "b")
     assert scenario.manifest["source"] == "obd:bts" and len(scenario.table("impressions")) == 300
     assert not (tmp_path / "b" / "sid").exists()

@@ -8,16 +8,16 @@ import pytest
 import envs  # noqa: F401  (registers AdSim-v0)
 from adsim import Scenario
 from adsim.errors import AdSimError
-from adsim.importers import import_logs
 from adsim.importers.taobao import _new_behaviours, click_weight
 from adsim.ope import BanditFeedback, on_policy_value
+from reward_models.pipeline import import_scenario
 
 ROWS = 300
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return import_logs("taobao", None, tmp_path_factory.mktemp("taobao") / "bundle", max_rows=ROWS, progress=False)
+    return import_scenario("taobao", None, tmp_path_factory.mktemp("taobao") / "bundle", max_rows=ROWS, progress=False)
 
 
 def test_new_behaviours_removes_the_overlap_of_sliding_windows():

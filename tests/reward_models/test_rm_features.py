@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from adsim import AdSimDataError, Scenario
 from adsim.sid.pipeline import SidArtifacts
-from reward_models.features import DayTable, FeatureBuilder, Timeline
+from adsim.simulator.history import EventIndex
+from reward_models.features import DayTable, FeatureBuilder
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ queries = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 50)), min_size=1,
 def test_timeline_counts_and_windows_match_brute_force(events, queries, size):
     group, ts, flag = (np.array([e[i] for e in events], dtype=np.int64) for i in range(3))
     counts = np.stack([np.ones(len(events)), flag], axis=1)
-    line = Timeline.build(group, ts, shift=6, counts=counts, item=np.arange(len(events)))
+    line = EventIndex(group, ts, {"item": np.arange(len(events))}, counts=counts, shift=6)
     q_group, q_ts = (np.array([q[i] for q in queries], dtype=np.int64) for i in range(2))
     got = line.counts_before(q_group, q_ts)
     idx, valid = line.window(q_group, line.last_before(q_group, q_ts), size)
@@ -47,7 +48,7 @@ def test_timeline_counts_and_windows_match_brute_force(events, queries, size):
         before = np.flatnonzero((group == g) & (ts < t))
         np.testing.assert_array_equal(c, counts[before].sum(axis=0))
         newest = before[np.lexsort((before, ts[before]))][::-1][:size]  # time order, ties in input order
-        np.testing.assert_array_equal(line.item[i[v]], newest)
+        np.testing.assert_array_equal(line.payload["item"][i[v]], newest)
 
 
 def test_day_table_sums_strictly_earlier_days():

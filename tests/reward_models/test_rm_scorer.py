@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adsim import AdSimDataError, Scenario, build_scenario
-from adsim.pipeline import sid_step
+from adsim.sid.pipeline import sid_step
 from adsim.world.config import GOALS
 from reward_models import (
     RewardModelsConfig,

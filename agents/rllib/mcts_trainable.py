@@ -39,7 +39,7 @@ class MCTSTrainable(tune.Trainable):
         search.setdefault("seed", seed)
         search.setdefault("reward_source", self.options.reward_source)
         search.setdefault("reward", self.options.reward)
-        self.scale = self.ctx.reward_scale(self.options)
+        self.scale = self.ctx.reward_scale(self.options.reward_scale)
         self.mcts = MCTS(self.ctx.simulator, MCTSConfig(**search))
         self.requests_per_iteration = int(config.get("requests_per_iteration", 64))
         self.rng = np.random.default_rng(seed)

@@ -36,8 +36,9 @@ import numpy as np
 
 from adsim.data.bundle import Scenario
 from adsim.simulator.requests import RequestBatch, take
-from adsim.simulator.simulator import Evaluation, ProcessRewardConfig, RewardSource, Scorer, Simulator
+from adsim.simulator.simulator import Evaluation, ProcessRewardConfig, RewardSource, Scorer
 from adsim.world.shards import LOCAL, crash_if_planted, ray_session
+from envs.context import open_simulator, release_unused_memory
 
 ScorerFactory = Callable[[Scenario], Scorer]
 """Scenario -> scorer used for both reward sources in place of the bundle's reward models (fakes, tests)."""
@@ -63,17 +64,12 @@ class SimulatorWorker:
 
     def __init__(self, scenario_path: str, scorer_factory: ScorerFactory | str | None = None,
                  process_alphas: tuple[float, ...] = ProcessRewardConfig().alphas):
-        from adsim.simulator.loading import _bundle_scorers, _bundle_sids, release_unused_memory
-
         scenario = Scenario(scenario_path, validate=False)  # the driver validated it
-        sids = _bundle_sids(scenario)
-        if scorer_factory is None:
-            scorer, truth = _bundle_scorers(scenario)
-        else:
+        scorer = truth = None
+        if scorer_factory is not None:
             factory = _import(scorer_factory) if isinstance(scorer_factory, str) else scorer_factory
             scorer = truth = factory(scenario)
-        self.simulator = Simulator(scenario, sids.ad_codes, tuple(sids.tokenizer.codebook_sizes), scorer, truth,
-                                   ProcessRewardConfig(alphas=tuple(process_alphas)))
+        self.simulator = open_simulator(scenario, tuple(process_alphas), scorer, truth)
         release_unused_memory()
 
     def ready(self) -> int:

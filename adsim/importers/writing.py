@@ -1,0 +1,57 @@
+"""Writing assembled logs as a bundle: validated first (nothing is written if they are bad), then the build steps.
+
+The steps are the caller's: ``()`` writes the logs only; ``reward_models.pipeline.import_steps()`` adds the SIDs
+and the reward models adapted to real logs (``reward_models.pipeline.import_scenario`` does both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from adsim.data.bundle import BuildStep, Scenario, array_path, write_bundle
+from adsim.errors import AdSimDataError
+from adsim.importers.canonical import ImportedLogs
+
+
+def request_arrays_step(arrays: Mapping[str, np.ndarray]) -> BuildStep:
+    """A build step writing per-request arrays (aligned with ``requests``) into the bundle's ``arrays/``."""
+
+    def step(root: Path, scenario: Scenario, progress: bool) -> dict:
+        n = len(scenario.table("requests"))
+        out = {}
+        for name, values in arrays.items():
+            if len(values) != n:
+                raise AdSimDataError(f"{name} has {len(values)} rows, requests has {n}", column=name)
+            np.save(array_path(root, name), np.ascontiguousarray(values))
+            out[name] = {"dtype": str(values.dtype), "min": float(values.min()), "median": float(np.median(values)),
+                         "max": float(values.max())}
+        return out
+
+    return step
+
+
+def write_imported(logs: ImportedLogs, out: str | Path, *, seed: int = 0,
+                   steps: Sequence[tuple[str, BuildStep]] = (), progress: bool = True,
+                   overwrite: bool = False) -> Path:
+    """Validate and write the bundle (nothing is written if anything fails), then run the build steps.
+
+    Empty organic tables validate, but the build steps cannot use them: the reward-model features fail at
+    ``reward_models/features.py`` ``FeatureBuilder.__init__`` (``self.organic_topic.max()`` of an empty array) and
+    ``FeatureBuilder._user_history`` (``self.organic_emb[...]`` indexes an empty array), and the env's observations
+    at ``envs/observation.py`` ``ObservationBuilder.build`` (``self.organic_codes[...]``). Logs without
+    organic events are therefore refused here, before anything is written, unless ``steps=()`` (logs only).
+    """
+    steps = list(steps)
+    if steps and len(logs.tables["organic_events"]) == 0:
+        raise AdSimDataError("no organic events: the reward models and the env's history need at least one "
+                             "(reward_models/features.py FeatureBuilder, envs/observation.py "
+                             "ObservationBuilder); map an organic source, or import the logs only (CLI: --logs-only)",
+                             file=logs.source, column="organic_events")
+    if logs.request_arrays:
+        steps = [("request_arrays", request_arrays_step(logs.request_arrays)), *steps]
+    extra = {**logs.manifest, "seed": int(seed)}
+    return write_bundle(out, logs.tables, logs.arrays, logs.source, extra=extra, steps=steps, progress=progress,
+                        overwrite=overwrite)

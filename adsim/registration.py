@@ -1,0 +1,19 @@
+"""Registration of AdSim-v0 with Gymnasium, by entry-point strings: the core never imports ``envs``.
+
+``import adsim`` (or ``import envs``) calls ``register_envs``; Gymnasium imports ``envs`` only when an env is made,
+so ``gym.make("AdSim-v0")`` and ``gym.make("adsim:AdSim-v0")`` both work and a broken ``envs`` fails loudly there.
+"""
+
+from __future__ import annotations
+
+ENV_ID = "AdSim-v0"
+
+
+def register_envs() -> None:
+    """Idempotent. Enables ``gym.make("AdSim-v0")`` and
+    ``gym.make_vec("AdSim-v0", num_envs, vectorization_mode="vector_entry_point")``."""
+    import gymnasium as gym
+
+    if ENV_ID not in gym.registry:
+        gym.register(id=ENV_ID, entry_point="envs.adsim_env:AdSimEnv",
+                     vector_entry_point="envs.vector_env:AdSimVectorEnv", disable_env_checker=False)

@@ -1,0 +1,41 @@
+"""The build pipeline: presets built once on first use, and the bytes of a default build pinned."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from adsim.data.bundle import GENERATOR_VERSION, MANIFEST
+from reward_models.pipeline import default_steps, ensure_scenario
+
+TINY_FILES = Path(__file__).with_name("tiny_seed0_files.json")
+"""sha256 of every file of the default ``tiny`` seed-0 build. Regenerate after a change that is meant to alter
+bundles (and bump GENERATOR_VERSION when the logs change): ``python tests/reward_models/test_pipeline.py``."""
+
+
+def test_preset_is_built_once_then_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADSIM_CACHE_DIR", str(tmp_path / "cache"))
+    first = ensure_scenario("tiny", seed=5, progress=False)
+    stamp = os.stat(first.path / MANIFEST).st_mtime_ns
+    second = ensure_scenario("tiny", seed=5, progress=False)
+    assert second.path == first.path and str(first.path).startswith(str(tmp_path / "cache"))
+    assert os.stat(second.path / MANIFEST).st_mtime_ns == stamp
+    assert {"sid", "reward_models"} <= set(first.manifest)
+
+
+def test_default_tiny_build_is_byte_identical_to_the_recorded_one():
+    recorded = json.loads(TINY_FILES.read_text())
+    assert recorded["generator_version"] == GENERATOR_VERSION, (
+        "the recorded tiny build predates this generator version: regenerate it (see TINY_FILES)")
+    scenario = ensure_scenario("tiny", seed=0, progress=False)
+    assert [name for name, _ in default_steps()] == recorded["steps"]
+    assert scenario.manifest["files"] == recorded["files"]
+
+
+if __name__ == "__main__":
+    built = ensure_scenario("tiny", seed=0, progress=False)
+    TINY_FILES.write_text(json.dumps({"generator_version": GENERATOR_VERSION,
+                                      "steps": [name for name, _ in default_steps()],
+                                      "files": built.manifest["files"]}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {TINY_FILES}")
