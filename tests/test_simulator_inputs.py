@@ -48,9 +48,25 @@ def test_request_stream_is_seeded_and_mixes_arr(tiny):
     assert 0.2 < share < 0.4
     synth = pd.DataFrame(a)[a["is_synthetic"]]
     assert (synth["request_id"] < 0).all()
-    last = logged_requests(tiny, "train").groupby("user_id")["ts"].max()
-    assert (synth["ts"].to_numpy() > last.loc[synth["user_id"]].to_numpy()).all(), "ARR rehearses the future"
     assert not RequestStream(tiny, "test", seed=4).sample(50, np.random.default_rng(1))["is_synthetic"].any()
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_arr_never_looks_ahead_of_its_split_or_its_time(tiny, split):
+    synth = pd.DataFrame(RequestStream(tiny, split, seed=3, arr_pool=2000).synthetic)
+    logged = logged_requests(tiny, split)
+    days = set(logged["day"].tolist())
+    assert set(synth["day"].tolist()) <= days, "a synthetic request of a split lies inside the split's days"
+    assert (synth["day"].to_numpy() == synth["ts"].to_numpy() // 86_400).all()
+    assert (synth["hour"].to_numpy() == synth["ts"].to_numpy() % 86_400 // 3600).all(), "its hour is its own time's"
+    everything = tiny.table("requests")
+    for row in synth.iloc[::50].itertuples():
+        # the user was seen in the split before the synthetic time, and the device/placement come from the
+        # user's own requests known by then
+        mine = everything[(everything["user_id"] == row.user_id) & (everything["ts"] < row.ts)]
+        assert ((logged["user_id"] == row.user_id) & (logged["ts"] < row.ts)).any()
+        assert ((mine["device"] == row.device) & (mine["placement"] == row.placement)).any()
+    assert synth["user_id"].nunique() > 20
 
 
 def test_empty_or_unknown_split_is_a_clear_error(tiny):

@@ -1,13 +1,19 @@
 """Request streams: replayed logged requests by split, mixed with Anticipatory Request Rehearsal (ARR).
 
-ARR (GPR) rehearses requests that have not happened yet, so post-training sees the near future rather than only
-the past: for each user active in a split it builds synthetic requests from the user's current state. The user
-token is reused as is; the organic tokens are the user's most recent organic content before the request (the
-history builder reads them by time, which is why a synthetic request carries a timestamp after the user's last
-logged request); the environment token (hour, device, placement) is drawn from the split's context
-distribution. Frequency follows activity: a user gets synthetic requests in proportion to the mean gap of their
-activity group (every few hours for UG5, about once in several days for UG1). Synthetic requests have negative
-ids and ``is_synthetic=True``.
+ARR (GPR) rehearses requests that have not happened yet, so post-training sees the near future of a split rather
+than only its logged past. A synthetic request never looks ahead of its own time:
+
+* its time lies inside the split's days: an anchor (a logged request of the split, drawn uniformly, so users come
+  in proportion to their activity) plus a gap drawn from the user's activity group (exponential with the group's
+  mean gap, truncated to the end of the split's last day);
+* it is built only from what was known at that time: the user token as is; the environment token (time of day,
+  device, placement, privacy) copied from one of the user's own logged requests up to the anchor (uniformly), so it
+  follows the user's own pattern; everything else (organic history, ad history, eligibility, process rewards,
+  features) is read by the readers "strictly before ts", like any request;
+* its hour is its own time's hour: the day comes from the gap, the time of day from the user's template request
+  (the gap's own time when that would leave the split or fall before the anchor).
+
+Synthetic requests have negative ids and ``is_synthetic=True``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pandas as pd
 
 from adsim.data.bundle import Scenario
 from adsim.errors import AdSimDataError
+from adsim.simulator.history import EventIndex
 from adsim.world.config import WorldConfig
 from adsim.world.rng import stream
 from adsim.world.traffic import SECONDS_PER_DAY, SLOTS_PER_PLACEMENT
@@ -60,29 +67,44 @@ def logged_requests(scenario: Scenario, split: str | None) -> pd.DataFrame:
 
 
 def anticipatory_requests(scenario: Scenario, split: str | None, n: int, seed: int) -> pd.DataFrame:
-    """``n`` synthetic future requests for the users active in ``split`` (see the module docstring)."""
+    """``n`` synthetic requests inside ``split``'s days, each built only from what was known at its own time (see
+    the module docstring)."""
     base = logged_requests(scenario, split)
+    every = scenario.table("requests")
     rng = stream(seed, "arr", n)
-    users = scenario.table("users")
-    last = base.groupby("user_id", sort=True)["ts"].max()
-    group = users["activity_group"].to_numpy()[last.index.to_numpy()]
-    per_day = np.asarray((scenario.config or WorldConfig()).activity_rates)[group - 1]
-    pick = rng.choice(len(last), size=n, p=per_day / per_day.sum())
-    gap = rng.exponential(SECONDS_PER_DAY / per_day[pick])
-    ts = last.to_numpy()[pick] + np.maximum(gap, 1).astype(np.int64)
-    context = base.iloc[rng.integers(0, len(base), size=n)]
-    n_days = int(scenario.table("requests")["day"].max()) + 1
-    placement = context["placement"].to_numpy()
+    anchor = rng.integers(0, len(base), size=n)
+    user = base["user_id"].to_numpy()[anchor].astype(np.int64)
+    start = base["ts"].to_numpy()[anchor].astype(np.int64)
+    end = (int(base["day"].max()) + 1) * SECONDS_PER_DAY - 1  # last second of the split's last day
+
+    # day: the anchor plus a gap at the user's activity rate, truncated to the split (inverse CDF)
+    per_day = np.asarray((scenario.config or WorldConfig()).activity_rates)
+    mean_gap = SECONDS_PER_DAY / per_day[scenario.table("users")["activity_group"].to_numpy()[user] - 1]
+    room = np.maximum(end - start, 1).astype(np.float64)
+    u = rng.random(n)
+    gap = -mean_gap * np.log1p(-u * -np.expm1(-room / mean_gap))
+    raw = np.minimum(start + 1 + np.floor(gap).astype(np.int64), end)
+
+    # environment token: one of the user's own logged requests up to the anchor
+    known = EventIndex(every["user_id"].to_numpy(), every["ts"].to_numpy(),
+                       {"row": np.arange(len(every), dtype=np.int64)})
+    last = known.last_before(user, start + 1)  # the anchor itself, or a later request at the same second
+    back = np.floor(rng.random(n) * known.cum[last, 0]).astype(np.int64)
+    template = known.payload["row"][last - back]
+    ts = raw // SECONDS_PER_DAY * SECONDS_PER_DAY + every["ts"].to_numpy()[template] % SECONDS_PER_DAY
+    ts = np.where(ts <= start, ts + SECONDS_PER_DAY, ts)
+    ts = np.where(ts > end, raw, ts)
+    placement = every["placement"].to_numpy()[template]
     out = pd.DataFrame({
         "request_id": -1 - np.arange(n, dtype=np.int64),
-        "user_id": last.index.to_numpy()[pick].astype(np.int64),
+        "user_id": user,
         "ts": ts,
-        "day": np.minimum(ts // SECONDS_PER_DAY, n_days - 1).astype(np.int16),
-        "hour": context["hour"].to_numpy(),
-        "device": context["device"].to_numpy(),
+        "day": (ts // SECONDS_PER_DAY).astype(np.int16),
+        "hour": (ts % SECONDS_PER_DAY // 3600).astype(every["hour"].dtype),
+        "device": every["device"].to_numpy()[template],
         "placement": placement,
         "n_slots": SLOTS_PER_PLACEMENT[placement].astype(np.int8),
-        "privacy": context["privacy"].to_numpy(),
+        "privacy": every["privacy"].to_numpy()[template],
         "is_synthetic": np.ones(n, dtype=bool),
     })
     return out.sort_values("ts", kind="stable", ignore_index=True)
@@ -102,6 +124,15 @@ class RequestStream:
     @cached_property
     def synthetic(self) -> RequestBatch:
         return as_batch(anticipatory_requests(self.scenario, self.split, self.arr_pool, self.seed))
+
+    def held_out(self, n: int | None, rng: np.random.Generator) -> RequestBatch:
+        """A fixed evaluation sample: ``n`` distinct logged requests (all when None or more), in time order.
+
+        The one held-out sampler: every evaluator draws its test requests here, the same way.
+        """
+        total = len(self)
+        rows = np.sort(rng.choice(total, size=total if n is None else min(n, total), replace=False))
+        return take(self.logged, rows)
 
     def sample(self, n: int, rng: np.random.Generator, arr_ratio: float = 0.0) -> RequestBatch:
         """``n`` requests drawn with replacement using ``rng``; each synthetic with probability ``arr_ratio``."""
