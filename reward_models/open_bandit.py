@@ -17,12 +17,13 @@ affinity to the shown item and the user's total affinity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.paths import shared_data_dir
+from adsim.paths import shared_data_set
 from reward_models.lightgbm_model import Label, LightGBMConfig, LightGBMRewardModel, default_params
 from reward_models.metrics import auc_standard_error, calibration_table, classification_metrics
 from reward_models.protocol import FeatureMatrix, FeatureSpec
@@ -55,13 +56,14 @@ class OpenBanditConfig:
     lightgbm: LightGBMConfig = field(default_factory=_obd_lightgbm)
 
 
-def load_open_bandit(behavior: str = "random") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The log (time ordered) and the item table of one behaviour policy's "all" campaign."""
-    root = shared_data_dir() / "open_bandit_dataset"
+def load_open_bandit(behavior: str = "random", root: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The log (time ordered) and the item table of one behaviour policy's "all" campaign in ``root`` (default
+    ``adsim.paths.shared_data_dir() / "open_bandit_dataset"``)."""
+    root = Path(root) if root is not None else shared_data_set("open_bandit_dataset")
     files = root / f"{behavior}_all.csv", root / f"{behavior}_all_item_context.csv"
     for path in files:
         if not path.is_file():
-            raise AdSimDataError("Open Bandit Dataset file not found (set ADSIM_SHARED_DATA)", file=str(path))
+            raise AdSimDataError("Open Bandit Dataset file not found", file=str(path))
     log = pd.read_csv(files[0], index_col=0)
     items = pd.read_csv(files[1], index_col=0)
     return log.sort_values("timestamp", kind="stable", ignore_index=True), items

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.paths import shared_data_dir
+from adsim.paths import shared_data_set
 
 REFERENCE_CODEBOOK_SIZES = (256, 256, 256)
 """The shipped reference SIDs: 3 levels of 256 codes, tokens ``<a_i>``, ``<b_j>``, ``<c_k>``."""
@@ -59,8 +59,12 @@ def parse_sid(text: str) -> list[int]:
 
 
 def load_amazon_industrial(root: str | Path | None = None) -> AmazonIndustrial:
-    """Load and check the data set (ids contiguous, SIDs well-formed, sequences referring to known items)."""
-    root = Path(root) if root is not None else shared_data_dir() / "amazon_industrial"
+    """Load and check the data set (ids contiguous, SIDs well-formed, sequences referring to known items).
+
+    Args:
+        root: the data set's folder; default ``adsim.paths.shared_data_dir() / "amazon_industrial"``.
+    """
+    root = Path(root) if root is not None else shared_data_set("amazon_industrial")
     items_path, sids_path = root / "items.json", root / "reference_sids.json"
     for path in (items_path, sids_path, *(root / f"{s}.csv" for s in SPLITS)):
         if not path.is_file():

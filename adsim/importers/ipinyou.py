@@ -41,7 +41,7 @@ from adsim.errors import AdSimDataError
 from adsim.importers.canonical import RawLogs
 from adsim.importers.encoding import feature_embeddings
 from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
-from adsim.paths import shared_data_dir
+from adsim.paths import shared_data_set
 
 COLUMNS = ("click weekday hour bidid timestamp logtype ipinyouid useragent IP region city adexchange domain url urlid "
            "slotid slotwidth slotheight slotvisibility slotformat slotprice creative bidprice payprice keypage "
@@ -52,7 +52,7 @@ VALID_FRACTION = 0.15
 
 
 def ipinyou_files(src: str | Path | None) -> list[Path]:
-    src = Path(src) if src is not None else shared_data_dir() / "ipinyou_2259"
+    src = Path(src) if src is not None else shared_data_set("ipinyou_2259")
     if src.is_file():
         return [src]
     files = [src / name for name in FILES if (src / name).is_file()]

@@ -38,7 +38,7 @@ from adsim.errors import AdSimDataError
 from adsim.importers.canonical import RawLogs
 from adsim.importers.encoding import dense_codes, feature_embeddings
 from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
-from adsim.paths import shared_data_dir
+from adsim.paths import shared_data_set
 
 BEHAVIORS = ("random", "bts")
 USER_FEATURES = tuple(f"user_feature_{i}" for i in range(4))
@@ -52,7 +52,7 @@ def obd_files(src: str | Path | None, behavior: str) -> tuple[Path, Path]:
     """The log and item-context files of ``behavior`` in directory ``src`` (or beside the log file ``src``)."""
     if behavior not in BEHAVIORS:
         raise ValueError(f"behavior must be one of {BEHAVIORS}, got {behavior!r}")
-    src = Path(src) if src is not None else shared_data_dir() / "open_bandit_dataset"
+    src = Path(src) if src is not None else shared_data_set("open_bandit_dataset")
     if src.is_file():
         return src, src.with_name(src.name.replace("_all.csv", "_all_item_context.csv"))
     return src / f"{behavior}_all.csv", src / f"{behavior}_all_item_context.csv"

@@ -46,7 +46,7 @@ from adsim.errors import AdSimDataError
 from adsim.importers.canonical import RawLogs
 from adsim.importers.encoding import feature_embeddings
 from adsim.importers.parsing import file_info, numeric, read_delimited
-from adsim.paths import shared_data_dir
+from adsim.paths import shared_data_set
 from adsim.world.rng import stream
 
 HISTORY = 50
@@ -81,7 +81,7 @@ def _new_behaviours(prev: list, cur: list) -> list:
 def read_raw(src: str | Path | None = None, max_rows: int | None = None, seed: int = 0,
              natural_ctr: float = NATURAL_CTR) -> RawLogs:
     """The canonical long format of the Taobao sample (see the module docstring)."""
-    path = Path(src) if src is not None else shared_data_dir() / "taobao_display_ad"
+    path = Path(src) if src is not None else shared_data_set("taobao_display_ad")
     if path.is_dir():
         path = path / FILE
     raw = read_delimited(path, sep=",", header=False, n_columns=(N_COLUMNS,), nrows=max_rows)
