@@ -2,6 +2,12 @@
 
 The env fixtures pair a tiny bundle with SIDs and a scorer built from the world's truth, a stand-in for the reward
 models, so env and agent tests exercise the simulator without training LightGBM.
+
+Real data: tests that read the real data sets (``adsim.paths.shared_data_dir()``: ``$ADSIM_SHARED_DATA``, default
+``../shared/data`` beside the project) are marked ``real_data`` and skip, with the reason, where the folder is
+absent; ``require_real_data`` is the one rule, and ``ADSIM_REQUIRE_REAL_DATA=1`` (set by ``.ci/run``) turns such a
+skip into a failure. The same tests also run on ``generated_data``, small files in each real format
+(``tests/fixtures/real_formats.py``), through the ``data_root`` fixture, so a fresh clone covers every reader.
 """
 
 from __future__ import annotations
@@ -13,11 +19,60 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.real_formats import DATA_SETS, write_shared_data
+
+from adsim.paths import SHARED_DATA_ENV, shared_data_dir
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="adsim-tests-"))
 os.environ.setdefault("ADSIM_CACHE_DIR", str(_SESSION_TMP / "cache"))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_SESSION_TMP / "torchinductor"))
+
+REQUIRE_REAL_DATA_ENV = "ADSIM_REQUIRE_REAL_DATA"
+
+
+# ------------------------------------------------------------------------------------------ real data
+def require_real_data(*names: str) -> Path:
+    """The real data folder, when it holds ``names`` (default: every data set adsim reads); else skip, or fail
+    under ``ADSIM_REQUIRE_REAL_DATA=1`` (CI, where a skipped real-data test would silently lose coverage)."""
+    unknown = sorted(set(names) - set(DATA_SETS))
+    if unknown:
+        raise ValueError(f"real_data names unknown data set(s) {unknown}; known: {list(DATA_SETS)}")
+    root = shared_data_dir()
+    missing = [name for name in names or DATA_SETS if not (root / name).is_dir()]
+    if missing:
+        where = f"no real data folder {root}" if not root.is_dir() else f"{', '.join(missing)} not in {root}"
+        reason = f"{where} (set {SHARED_DATA_ENV} to the folder of the real data sets)"
+        if os.environ.get(REQUIRE_REAL_DATA_ENV) == "1":
+            pytest.fail(f"{reason}, and {REQUIRE_REAL_DATA_ENV}=1 forbids skipping it", pytrace=False)
+        pytest.skip(reason)
+    return root
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("real_data")
+    if marker is not None:
+        require_real_data(*marker.args)
+
+
+@pytest.fixture(scope="session")
+def generated_data(tmp_path_factory) -> Path:
+    """Generated stand-ins for every real data set, laid out like ``../shared/data`` (written once per session)."""
+    return write_shared_data(tmp_path_factory.mktemp("generated_data"))
+
+
+@pytest.fixture(scope="module", params=["generated", pytest.param("real", marks=pytest.mark.real_data)])
+def data_root(request, generated_data) -> Path:
+    """Where the data sets are, once per source: the generated stand-ins (always), then the real folder (skipped,
+    or failed under ``ADSIM_REQUIRE_REAL_DATA=1``, when absent)."""
+    return require_real_data() if request.param == "real" else generated_data
+
+
+@pytest.fixture
+def data_env(data_root) -> dict[str, str]:
+    """The environment for a subprocess (a benchmark) that should read its data sets from ``data_root``."""
+    return {**os.environ, SHARED_DATA_ENV: str(data_root)}
 
 
 @pytest.fixture(scope="session")
