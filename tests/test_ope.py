@@ -1,5 +1,5 @@
 """Off-policy estimators: hand-computed values, unbiasedness on a known bandit, bootstrap intervals, the Thompson
-sampling fit, and the OBD benchmark end to end."""
+sampling fit, and the OBD benchmark end to end (on the generated stand-in and on the real sample)."""
 
 from __future__ import annotations
 
@@ -129,9 +129,9 @@ def test_thompson_simulation_and_fit():
     np.testing.assert_array_equal(fit.policy.action_probabilities(fb), fit.policy.table[position])
 
 
-def test_ope_obd_benchmark_quick(tmp_path):
+def test_ope_obd_benchmark_quick(tmp_path, data_env):
     done = subprocess.run([sys.executable, "-m", "benchmarks.ope_obd", "--quick", "--out", str(tmp_path)],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, check=False, timeout=300)
+                          cwd=PROJECT_ROOT, env=data_env, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(tmp_path / "ope_obd.csv")
     assert {"IPS", "SNIPS", "DM", "DR"} <= set(table["estimator"])

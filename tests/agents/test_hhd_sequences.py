@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from fixtures.real_formats import AMAZON
 
-from adsim.paths import shared_data_dir
 from agents.hhd.sequences import (
     ENV_FEATURES,
     TOKEN_E,
@@ -78,10 +79,10 @@ def test_scenario_batches_are_well_formed(tiny):
     assert len(b.user_feats[0]) == len(seqs.user_vocab) and (b.env_feats < np.array(seqs.env_vocab)).all()
 
 
-@pytest.mark.skipif(not (shared_data_dir() / "amazon_industrial").is_dir(), reason="the shared Amazon data is absent")
-def test_amazon_sequences():
-    seqs = AmazonSequences()
-    assert len(seqs.indices("valid")) == 4532 and len(seqs.indices("test")) == 4533
+def test_amazon_sequences(data_root):
+    seqs = AmazonSequences(data_root / AMAZON)
+    for split in ("valid", "test"):  # one sample per window of the split's file
+        assert len(seqs.indices(split)) == len(pd.read_csv(data_root / AMAZON / f"{split}.csv"))
     idx = seqs.indices("test")[:50]
     b = seqs.batch(idx)
     items = b.token_type == TOKEN_I

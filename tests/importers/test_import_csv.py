@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.real_formats import OBD
 
 import envs  # noqa: F401  (registers AdSim-v0)
 from adsim import Scenario
@@ -19,9 +20,10 @@ EXAMPLE = PROJECT_ROOT / "docs" / "csv_mapping_example.yaml"
 ROWS = 1200
 
 
-def write_own_logs(directory, rows: int = ROWS) -> None:
-    """Real OBD rows rewritten as somebody's own impression and page-view files, in the example's column names."""
-    log, items, _ = read_obd(behavior="random", max_rows=rows)
+def write_own_logs(directory, obd_root, rows: int = ROWS) -> None:
+    """OBD rows (generated or real) rewritten as somebody's own impression and page-view files, in the example's
+    column names."""
+    log, items, _ = read_obd(obd_root, "random", max_rows=rows)
     item = items.set_index("item_id").loc[log["item_id"]].reset_index()
     user = log[[f"user_feature_{i}" for i in range(4)]].astype(str).agg("-".join, axis=1)
     pd.DataFrame({
@@ -42,9 +44,9 @@ def write_own_logs(directory, rows: int = ROWS) -> None:
 
 
 @pytest.fixture(scope="module")
-def own_logs(tmp_path_factory):
+def own_logs(data_root, tmp_path_factory):
     directory = tmp_path_factory.mktemp("own")
-    write_own_logs(directory)
+    write_own_logs(directory, data_root / OBD)
     shutil.copy(EXAMPLE, directory / "mapping.yaml")
     return directory
 

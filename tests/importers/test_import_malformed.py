@@ -1,4 +1,7 @@
-"""Malformed sources fail with an AdSimDataError naming the file, column and rows, and write nothing."""
+"""Malformed sources fail with an AdSimDataError naming the file, column and rows, and write nothing.
+
+The broken files are edited copies of the generated stand-ins and of the real samples (``data_root``).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,17 @@ import shutil
 
 import pandas as pd
 import pytest
+from fixtures.real_formats import IPINYOU, OBD, TAOBAO
 
 from adsim.errors import AdSimDataError
 from adsim.importers.obd import obd_files
 from adsim.importers.taobao import FILE as TAOBAO_FILE
-from adsim.paths import shared_data_dir
 from reward_models.pipeline import import_scenario
 
 
-def _obd_copy(directory, edit) -> str:
+def _obd_copy(directory, data_root, edit) -> str:
     """The first 50 rows of the random log, edited, beside a copy of the item table."""
-    log_file, item_file = obd_files(None, "random")
+    log_file, item_file = obd_files(data_root / OBD, "random")
     lines = log_file.read_text().splitlines()[:51]
     (directory / "random_all.csv").write_text(edit(lines))
     shutil.copy(item_file, directory / "random_all_item_context.csv")
@@ -51,17 +54,17 @@ def _assert_nothing_written(out):
 
 
 @pytest.mark.parametrize("case", sorted(OBD_CASES))
-def test_malformed_obd(tmp_path, case):
+def test_malformed_obd(tmp_path, data_root, case):
     edit, message = OBD_CASES[case]
-    src = _obd_copy(tmp_path, edit)
+    src = _obd_copy(tmp_path, data_root, edit)
     out = tmp_path / "out" / "bundle"
     with pytest.raises(AdSimDataError, match=message):
         import_scenario("obd", src, out, progress=False)
     _assert_nothing_written(out)
 
 
-def test_ipinyou_wrong_separator_and_bad_timestamp(tmp_path):
-    lines = (shared_data_dir() / "ipinyou_2259" / "train.log.txt").read_text().splitlines()[:20]
+def test_ipinyou_wrong_separator_and_bad_timestamp(tmp_path, data_root):
+    lines = (data_root / IPINYOU / "train.log.txt").read_text().splitlines()[:20]
     (tmp_path / "comma.log.txt").write_text("\n".join(line.replace("\t", ",") for line in lines))
     out = tmp_path / "out"
     with pytest.raises(AdSimDataError, match=r"found 1 TAB-separated columns, expected 27 or 29.*comma\.log\.txt"):
@@ -74,8 +77,8 @@ def test_ipinyou_wrong_separator_and_bad_timestamp(tmp_path):
     _assert_nothing_written(out)
 
 
-def test_taobao_wrong_column_count(tmp_path):
-    lines = (shared_data_dir() / "taobao_display_ad" / TAOBAO_FILE).read_text().splitlines()[:10]
+def test_taobao_wrong_column_count(tmp_path, data_root):
+    lines = (data_root / TAOBAO / TAOBAO_FILE).read_text().splitlines()[:10]
     (tmp_path / TAOBAO_FILE).write_text("\n".join(",".join(line.split(",")[:-1]) for line in lines))
     out = tmp_path / "out"
     with pytest.raises(AdSimDataError, match=r"found 266 comma-separated columns, expected 267"):

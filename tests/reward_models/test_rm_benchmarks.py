@@ -1,4 +1,5 @@
-"""Smoke runs of the reward-model benchmarks as the README runs them (``python -m``), on the tiny preset."""
+"""Smoke runs of the reward-model benchmarks as the README runs them (``python -m``), on the tiny preset; the
+Open Bandit part on the generated stand-in and on the real sample."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ import pandas as pd
 from adsim.paths import PROJECT_ROOT
 
 
-def _run(module: str, out: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+def _run(module: str, out: Path, env: dict[str, str] | None = None) -> str:
+    env = env or dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, "-m", module, "--quick", "--out", str(out)], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
-def test_reward_models_benchmark_quick(tmp_path):
-    stdout = _run("benchmarks.reward_models", tmp_path)
+def test_reward_models_benchmark_quick(tmp_path, data_env):
+    stdout = _run("benchmarks.reward_models", tmp_path, data_env)
     assert "Command: `python -m benchmarks.reward_models --quick" in stdout
     for name in ("metrics.csv", "truth.csv", "calibration.csv", "open_bandit.csv", "report.md", "reliability.png"):
         assert (tmp_path / name).stat().st_size > 0

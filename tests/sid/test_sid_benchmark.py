@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m benchmarks.tokenizers --quick``: it runs, writes CSV + Markdown, states its verdicts."""
+"""Smoke test of ``python -m benchmarks.tokenizers --quick``: it runs, writes CSV + Markdown, states its verdicts
+(Amazon items: the generated stand-in and the real data)."""
 
 import os
 import subprocess
@@ -6,15 +7,13 @@ import sys
 
 import pandas as pd
 
-from adsim.paths import PROJECT_ROOT, shared_data_dir
+from adsim.paths import PROJECT_ROOT
 
 
-def test_tokenizer_benchmark_quick(tmp_path):
-    env = {**os.environ, "ADSIM_CACHE_DIR": str(tmp_path / "cache"),
+def test_tokenizer_benchmark_quick(tmp_path, data_env):
+    env = {**data_env, "ADSIM_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    datasets = ["synthetic"]
-    if (shared_data_dir() / "amazon_industrial").is_dir():
-        datasets.append("amazon")
+    datasets = ["synthetic", "amazon"]
     run = subprocess.run([sys.executable, "-m", "benchmarks.tokenizers", "--quick", "--out", str(tmp_path / "out"),
                           "--datasets", *datasets], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                          timeout=300)

@@ -1,20 +1,36 @@
-"""Real Amazon item data and the cached text embedder."""
+"""Amazon item data (generated stand-in and real) and the cached text embedder."""
+
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
+from fixtures.real_formats import AMAZON
 
+from adsim.datasets import load_amazon_industrial
 from adsim.datasets.amazon_industrial import parse_sid
-from adsim.paths import shared_data_dir
 from adsim.sid.text_embedding import cache_key, embed_texts
 
-needs_data = pytest.mark.skipif(not (shared_data_dir() / "amazon_industrial").is_dir(),
-                                reason="shared data set amazon_industrial not present")
+
+def test_amazon_industrial_loads_items_sequences_and_reference_sids(data_root):
+    root = data_root / AMAZON
+    data = load_amazon_industrial(root)
+    raw = json.loads((root / "items.json").read_text())
+    np.testing.assert_array_equal(data.items["item_id"], np.arange(len(raw)))
+    # the SIDs read from reference_sids.json are the ones item_info.txt lists beside each item id
+    info = pd.read_csv(root / "item_info.txt", sep="\t", header=None, names=["sid", "title", "item_id"],
+                       quoting=3).sort_values("item_id")
+    np.testing.assert_array_equal(data.reference_sids, [parse_sid(s) for s in info["sid"]])
+    assert data.reference_sids.max() < 256
+    for split in ("valid", "test"):
+        assert (data.sequences["split"] == split).sum() == len(pd.read_csv(root / f"{split}.csv"))
+    assert data.sequences["history"].map(len).between(1, 10).all()
+    for text, item in zip(data.item_texts(), raw.values(), strict=True):
+        assert text.startswith(item["title"].strip()) and (f"Brand: {item['brand']}" in text) == bool(item["brand"])
 
 
-@needs_data
-def test_amazon_industrial_loads_real_items_sequences_and_reference_sids():
-    from adsim.datasets import load_amazon_industrial
-
+@pytest.mark.real_data(AMAZON)
+def test_the_default_source_is_the_minionerec_data():
     data = load_amazon_industrial()
     assert len(data.items) == 3686
     np.testing.assert_array_equal(data.items["item_id"], np.arange(3686))
