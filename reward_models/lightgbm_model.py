@@ -4,6 +4,10 @@ Determinism: ``deterministic=True`` with ``force_row_wise=True``, a fixed ``seed
 same data give the same trees, byte for byte. Categorical features use LightGBM's native handling; a level
 never seen in training (or a negative code) falls to the same branch as a missing value, so it scores like NaN
 instead of failing.
+
+Prediction has two backends with identical numbers: ``reference`` is ``Booster.predict``; ``compiled`` walks the
+same trees as a ``reward_models.forest.CompiledForest``, without ``Booster.predict``'s per-call overhead, which
+dominates the simulator's small batches.
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
+from reward_models.forest import CompiledForest
 from reward_models.protocol import FeatureMatrix, FeatureSpec
 
 MODEL_FILE, META_FILE = "model.txt", "meta.json"
 FORMAT_VERSION = 1
+Backend = Literal["reference", "compiled"]
+"""``reference``: ``Booster.predict``. ``compiled``: the same trees as a ``CompiledForest`` (the same numbers)."""
+BACKENDS: tuple[Backend, ...] = ("reference", "compiled")
 
 
 def default_params() -> dict:
@@ -118,10 +127,18 @@ class LightGBMRewardModel:
                  info: dict):
         self.booster, self.specs, self.label, self.config, self.info = booster, specs, label, config, info
         self._names = tuple(s.name for s in specs)
+        self._forest: CompiledForest | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self._names
+
+    @property
+    def forest(self) -> CompiledForest:
+        """``booster`` compiled on first use (the trees ``booster.predict`` uses)."""
+        if self._forest is None:
+            self._forest = CompiledForest.from_booster(self.booster)
+        return self._forest
 
     @classmethod
     def fit(cls, train: FeatureMatrix, y: np.ndarray, label: Label, config: LightGBMConfig | None = None,
@@ -156,11 +173,15 @@ class LightGBMRewardModel:
                 "best_iteration": booster.current_iteration(), "train_checksum": digest.hexdigest()}
         return cls(booster, train.specs, label, config, info)
 
-    def predict(self, features: FeatureMatrix | pd.DataFrame) -> np.ndarray:
+    def predict(self, features: FeatureMatrix | pd.DataFrame, backend: Backend = "reference") -> np.ndarray:
         """(N,) probabilities. Raises on missing columns and on NaN where a feature does not allow it."""
         x = _select(features, self._names)
         _check_nan(x, self.specs)
-        return self.booster.predict(x, num_threads=self.config.params.get("num_threads", 1))
+        if backend == "compiled":
+            return self.forest.predict(x)
+        if backend == "reference":
+            return self.booster.predict(x, num_threads=self.config.params.get("num_threads", 1))
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
     # ---------------------------------------------------------------------------------------------- disk
     def save(self, directory: str | Path) -> Path:

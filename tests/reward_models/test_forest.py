@@ -183,20 +183,51 @@ def test_raw_scores_of_other_objectives_and_clear_errors():
 
 
 # ----------------------------------------------------------------------------------- the project's models
-def test_tiny_bundle_reward_models(tmp_path: Path):
-    from adsim import Scenario, build_scenario
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    from adsim import build_scenario
     from adsim.sid.pipeline import sid_step
-    from reward_models import RewardScorer, bundle_step
+    from reward_models import bundle_step
 
-    bundle = build_scenario(tmp_path / "bundle", "tiny", seed=5, progress=False,
-                            steps=[("sid", sid_step), ("reward_models", bundle_step)])
+    return build_scenario(tmp_path_factory.mktemp("forest") / "bundle", "tiny", seed=5, progress=False,
+                          steps=[("sid", sid_step), ("reward_models", bundle_step)])
+
+
+def _pairs(bundle: Path, n_requests: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from adsim import Scenario
+
+    scenario, rng = Scenario(bundle), np.random.default_rng(seed)
+    requests = rng.choice(len(scenario.table("requests")), size=n_requests, replace=False)
+    return requests, rng.integers(0, len(scenario.table("ads")), size=(n_requests, k))
+
+
+def test_tiny_bundle_reward_models(bundle):
+    from reward_models import RewardScorer
+
     scorer = RewardScorer.load(bundle)
-    scenario = Scenario(bundle)
-    rng = np.random.default_rng(0)
-    requests = rng.choice(len(scenario.table("requests")), size=64, replace=False)
-    features = scorer.features.build(requests, rng.integers(0, len(scenario.table("ads")), size=(64, 32)))
+    features = scorer.features.build(*_pairs(bundle, 64, 32))
     assert np.isnan(features.values).any()
     for model in (scorer.pctr, scorer.pcvr):
         forest = CompiledForest.from_booster(model.booster)
         assert forest.num_trees == model.booster.num_trees()
         np.testing.assert_allclose(forest.predict(features.values), model.predict(features), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(model.predict(features, "compiled"), forest.predict(features.values))
+
+
+def test_scorer_backends_give_identical_scores(bundle, monkeypatch):
+    from reward_models import RewardScorer
+
+    reference, compiled = (RewardScorer.load(bundle, backend=b) for b in ("reference", "compiled"))
+    assert RewardScorer.load(bundle).backend == "compiled"
+    for model in (compiled.pctr, compiled.pcvr):  # the compiled scorer must never fall back to Booster.predict
+        monkeypatch.setattr(model.booster, "predict", None)
+    for shape in ((1, 1), (3, 40), (128, 32)):
+        requests, ads = _pairs(bundle, *shape, seed=shape[1])
+        for a, b in zip(reference.score(requests, ads, position=1), compiled.score(requests, ads, position=1),
+                        strict=True):
+            assert a.shape == shape
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="backend"):
+        RewardScorer(reference.features, reference.pctr, reference.pcvr, reference.value_config, backend="fast")
+    with pytest.raises(ValueError, match="backend"):
+        reference.pctr.predict(reference.features.build(requests[:1], ads[:1]), "fast")
