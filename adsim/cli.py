@@ -20,7 +20,7 @@ def _build(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     out = args.out or f"scenarios/{args.preset}-seed{args.seed}"
     path = build_scenario(out, args.preset, args.seed, progress=not args.quiet, overwrite=args.overwrite,
-                          steps=default_steps(), **ray_build_options(args))
+                          steps=default_steps(args.allow_weak_models), **ray_build_options(args))
     print(f"built {path} in {time.perf_counter() - started:.1f}s")
     if not args.quiet:
         from adsim.data.bundle import Scenario
@@ -137,6 +137,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle directory (default: scenarios/PRESET-seedSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--allow-weak-models", action="store_true",
+                   help="build even if a reward model fails its quality gate (constant, or AUC below the floor)")
     add_ray_build_arguments(p)
     p.set_defaults(func=_build)
 

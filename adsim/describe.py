@@ -61,4 +61,10 @@ def render(scenario: Scenario) -> str:
     for key in ("sid", "reward_models"):
         if key in m:
             lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in m[key].items() if not isinstance(v, dict)))
+    for name in ("pctr", "pcvr"):
+        gate = m.get("reward_models", {}).get(name, {}).get("gate")
+        if gate:
+            lines.append(f"  quality gate {name}: {'passed' if gate['passed'] else 'FAILED'} (held-out AUC "
+                         f"{gate['auc']:.3f} +- {gate.get('auc_se', float('nan')):.3f} vs floor {gate['min_auc']}, prediction spread {gate['relative_spread']:.3f} "
+                         f"of the mean, {gate['n']:,} rows, {gate['positives']:,} positives)")
     return "\n".join(lines)

@@ -3,19 +3,26 @@
 Splits are the logs' own time-based ones: fit on ``train``, stop early on ``valid``, report on ``test``. Rows are
 the logged impressions (pCTR; pCVR in ESMM ``ctcvr`` mode) or the clicked ones (pCVR), with features as of the
 request's time.
+
+Models fit their data: the leaf and category sizes scale with the training rows (``sized_to_data``), so a small
+world's pCVR (a few hundred clicks) still learns instead of collapsing to one leaf, while worlds of ``small`` size
+and up keep the defaults. A quality gate then checks every model on the held-out rows (``QualityGate``); a model
+that predicts a constant, or ranks no better than the floor, fails the build unless the config allows it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from adsim.data import Scenario
+from adsim.errors import AdSimDataError
 from reward_models.features import FeatureBuilder, FeatureConfig
 from reward_models.lightgbm_model import Label, LightGBMConfig, LightGBMRewardModel
-from reward_models.metrics import classification_metrics
+from reward_models.metrics import auc, auc_standard_error, classification_metrics
 from reward_models.protocol import FeatureMatrix
 from reward_models.scorer import CvrTarget, RewardScorer
 from reward_models.value import ValueConfig
@@ -23,6 +30,50 @@ from reward_models.value import ValueConfig
 CLICK = Label("click", "impressions", "P(click | the ad shown to the request at the logged position)")
 CONVERSION = Label("conversion", "clicked impressions", "P(conversion | click)")
 CTCVR = Label("conversion", "impressions", "P(click and conversion | impression), ESMM-style CTCVR")
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """What a trained model must show on the pooled valid + test rows for the build to go on."""
+
+    min_auc: float = 0.55
+    """Ranking better than chance by a margin. A model fails when its held-out AUC is below the floor beyond noise
+    (AUC + 2 standard errors < min_auc), so a tiny world's few conversions do not fail a build by chance (AUC is
+    NaN, and not checked, when those rows hold one class)."""
+    min_spread: float = 1e-6
+    """Standard deviation of the predictions, relative to their mean: below it the model is a constant."""
+    allow_failure: bool = False
+    """Record a failed gate in the manifest instead of failing the build (CLI: ``adsim build`` has no such flag;
+    set it in code, e.g. for imported logs without conversions)."""
+
+    def check(self, name: str, y: np.ndarray, p: np.ndarray) -> dict:
+        mean = float(np.mean(p)) if len(p) else float("nan")
+        spread = float(np.std(p) / mean) if len(p) and mean > 0 else 0.0
+        value, positives = auc(y, p), int(np.sum(y))
+        se = auc_standard_error(value, positives, len(y) - positives)
+        result = {"auc": round(value, 4), "auc_se": round(se, 4), "relative_spread": round(spread, 6),
+                  "n": int(len(y)), "positives": positives, "min_auc": self.min_auc}
+        problems = []
+        if spread < self.min_spread:
+            problems.append(f"its predictions are constant (relative spread {spread:.2g})")
+        if np.isfinite(value) and value + 2 * se < self.min_auc:
+            problems.append(f"held-out AUC {value:.3f} +- {se:.3f} is below the floor {self.min_auc}")
+        result["passed"] = not problems
+        if problems and not self.allow_failure:
+            raise AdSimDataError(f"the {name} reward model fails the quality gate: {'; '.join(problems)} "
+                                 f"({result['n']} held-out rows, {result['positives']} positives). More logs (a "
+                                 "larger preset) fix this; QualityGate(allow_failure=True) builds anyway",
+                                 column=name)
+        return result
+
+
+def sized_to_data(config: LightGBMConfig, n_train: int) -> LightGBMConfig:
+    """``min_data_in_leaf`` = n/20 and ``min_data_per_group`` = n/10 of the training rows, within the defaults
+    (5..200 and 10..500): tiny's 242-click pCVR gets leaves of 12 rows instead of one 200-row leaf."""
+    params = {**config.params,
+              "min_data_in_leaf": int(np.clip(n_train // 20, 5, config.params.get("min_data_in_leaf", 200))),
+              "min_data_per_group": int(np.clip(n_train // 10, 10, config.params.get("min_data_per_group", 500)))}
+    return dataclasses.replace(config, params=params)
 
 
 @dataclass
@@ -37,6 +88,7 @@ class RewardModelsConfig:
     cvr_target: CvrTarget = "cvr"
     value: ValueConfig = field(default_factory=ValueConfig)
     """final_value's alphas; the scales are fitted on the training impressions."""
+    gate: QualityGate = field(default_factory=QualityGate)
 
 
 @dataclass
@@ -63,7 +115,7 @@ class LoggedData:
 
 def _fit(data: LoggedData, label: Label, y: np.ndarray, clicked: bool, config: LightGBMConfig) -> LightGBMRewardModel:
     train, valid = data.rows("train", clicked), data.rows("valid", clicked)
-    return LightGBMRewardModel.fit(data.features.take(train), y[train], label, config,
+    return LightGBMRewardModel.fit(data.features.take(train), y[train], label, sized_to_data(config, len(train)),
                                    valid=(data.features.take(valid), y[valid]))
 
 
@@ -100,6 +152,14 @@ def train_reward_models(scenario: Scenario, out_dir: str | Path, config: RewardM
         clicked = data.click[rows]
         summary["pctr"][split] = _rounded(classification_metrics(data.click[rows], p_click))
         summary["pcvr"][split] = _rounded(classification_metrics(data.conversion[rows][clicked], p_conv[clicked]))
+    held_out = np.concatenate([data.rows("valid"), data.rows("test")])
+    p_click, p_conv = scorer.probabilities(data.features.take(held_out))
+    clicked = data.click[held_out]
+    summary["pctr"]["gate"] = config.gate.check("pctr", data.click[held_out], p_click)
+    conversion = data.conversion[held_out]
+    summary["pcvr"]["gate"] = (config.gate.check("pcvr", conversion[clicked], p_conv[clicked])
+                               if config.cvr_target == "cvr"  # ctcvr: the model's own target, on every impression
+                               else config.gate.check("pcvr", conversion, p_click * p_conv))
     return summary
 
 
@@ -118,7 +178,7 @@ def bundle_sid_codes(root: Path) -> np.ndarray | None:
     return np.asarray(SidArtifacts.load(root / "sid").ad_codes)
 
 
-def bundle_step(root: Path, scenario: Scenario, progress: bool) -> dict:
+def bundle_step(root: Path, scenario: Scenario, progress: bool, gate: QualityGate | None = None) -> dict:
     """Build step: train the default reward models into ``root / "reward_models"`` (seeded by the bundle's seed)."""
-    config = RewardModelsConfig(seed=int(scenario.manifest.get("seed") or 0))
+    config = RewardModelsConfig(seed=int(scenario.manifest.get("seed") or 0), gate=gate or QualityGate())
     return train_reward_models(scenario, root / "reward_models", config, bundle_sid_codes(root))

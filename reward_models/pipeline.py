@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,28 @@ from adsim.errors import AdSimError
 from adsim.importers import import_logs
 from adsim.sid.pipeline import semantic_codebook_size, sid_step
 from adsim.world.config import PRESETS
-from reward_models.bundle import RewardModelsConfig, bundle_sid_codes, bundle_step, train_reward_models
+from reward_models.bundle import (
+    QualityGate,
+    RewardModelsConfig,
+    bundle_sid_codes,
+    bundle_step,
+    train_reward_models,
+)
 from reward_models.value import ValueConfig
 
 __all__ = ["default_steps", "ensure_scenario", "import_reward_step", "import_scenario", "import_steps",
            "semantic_codebook_size", "sid_step"]
 
 
-def default_steps() -> list[tuple[str, BuildStep]]:
-    """Stages that turn logs into a simulator-ready bundle: SIDs, then reward models that use them."""
-    return [("sid", sid_step), ("reward_models", bundle_step)]
+def default_steps(allow_weak_models: bool = False) -> list[tuple[str, BuildStep]]:
+    """Stages that turn logs into a simulator-ready bundle: SIDs, then reward models that use them.
+
+    ``allow_weak_models``: record a reward model that fails its quality gate (constant, or AUC below the floor)
+    in the manifest instead of failing the build (CLI: ``adsim build --allow-weak-models``).
+    """
+    if not allow_weak_models:
+        return [("sid", sid_step), ("reward_models", bundle_step)]
+    return [("sid", sid_step), ("reward_models", partial(bundle_step, gate=QualityGate(allow_failure=True)))]
 
 
 def ensure_scenario(path_or_preset: str | Path = "small", seed: int = 0, validate: bool = True,
@@ -72,6 +85,8 @@ def import_reward_step(root: Path, scenario: Scenario, progress: bool) -> dict:
     conversions = int(imp["conversion"].to_numpy()[train].sum())
     config = RewardModelsConfig(seed=int(scenario.manifest.get("seed") or 0))
     adjusted = []
+    # real logs are what they are: a model that fails the gate is recorded in the manifest, not refused
+    config.gate = QualityGate(allow_failure=True)
     if clicks < config.pctr.min_positives:
         config.pctr = replace(config.pctr, min_positives=0)
         adjusted.append(f"pctr trained on only {clicks} clicks (fewer than 20: low confidence)")

@@ -38,8 +38,9 @@ from adsim.world.world import World
 
 FORMAT_VERSION = 1
 """Bumped when the bundle layout changes incompatibly."""
-GENERATOR_VERSION = 3
-"""Bumped when the same config and seed would generate different data; part of the cache key."""
+GENERATOR_VERSION = 4
+"""Bumped when the same config and seed would generate a different bundle (logs, SIDs or reward models); part of the
+preset cache key. v4: reward models sized to their data, with a quality gate."""
 MANIFEST = "manifest.json"
 ARRAYS = ("ad_embeddings", "organic_embeddings")
 
