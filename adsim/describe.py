@@ -65,6 +65,7 @@ def render(scenario: Scenario) -> str:
         gate = m.get("reward_models", {}).get(name, {}).get("gate")
         if gate:
             lines.append(f"  quality gate {name}: {'passed' if gate['passed'] else 'FAILED'} (held-out AUC "
-                         f"{gate['auc']:.3f} +- {gate.get('auc_se', float('nan')):.3f} vs floor {gate['min_auc']}, prediction spread {gate['relative_spread']:.3f} "
-                         f"of the mean, {gate['n']:,} rows, {gate['positives']:,} positives)")
+                         f"{gate['auc']:.3f} +- {gate.get('auc_se', float('nan')):.3f} vs floor {gate['min_auc']}, "
+                         f"prediction spread {gate['relative_spread']:.3f} of the mean, {gate['n']:,} rows, "
+                         f"{gate['positives']:,} positives)")
     return "\n".join(lines)
