@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adsim.errors import AdSimDataError
-from adsim.paths import shared_data_set
+from adsim.importers.obd import read_obd
 from reward_models.lightgbm_model import Label, LightGBMConfig, LightGBMRewardModel, default_params
 from reward_models.metrics import auc_standard_error, calibration_table, classification_metrics
 from reward_models.protocol import FeatureMatrix, FeatureSpec
@@ -58,15 +57,9 @@ class OpenBanditConfig:
 
 def load_open_bandit(behavior: str = "random", root: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The log (time ordered) and the item table of one behaviour policy's "all" campaign in ``root`` (default
-    ``adsim.paths.shared_data_dir() / "open_bandit_dataset"``)."""
-    root = Path(root) if root is not None else shared_data_set("open_bandit_dataset")
-    files = root / f"{behavior}_all.csv", root / f"{behavior}_all_item_context.csv"
-    for path in files:
-        if not path.is_file():
-            raise AdSimDataError("Open Bandit Dataset file not found", file=str(path))
-    log = pd.read_csv(files[0], index_col=0)
-    items = pd.read_csv(files[1], index_col=0)
-    return log.sort_values("timestamp", kind="stable", ignore_index=True), items
+    ``adsim.paths.shared_data_dir() / "open_bandit_dataset"``), read and checked by the OBD importer's reader."""
+    log, items, _ = read_obd(root, behavior)
+    return log, items
 
 
 def open_bandit_features(log: pd.DataFrame, items: pd.DataFrame, vocab: dict[str, pd.Index]) -> FeatureMatrix:
@@ -102,7 +95,7 @@ def evaluate_open_bandit(config: OpenBanditConfig | None = None) -> dict[str, pd
     y = test["click"].to_numpy()
     predicted = model.predict(open_bandit_features(test, items, vocab))
     base = np.full(len(y), train["click"].mean())
-    period = f"{test['timestamp'].iloc[0][:16]} .. {test['timestamp'].iloc[-1][:16]}"
+    period = f"{test['timestamp'].iloc[0]:%Y-%m-%d %H:%M} .. {test['timestamp'].iloc[-1]:%Y-%m-%d %H:%M}"
     rows = []
     for name, p in (("LightGBM pCTR", predicted), ("base rate (train CTR)", base)):
         metrics = classification_metrics(y, p)
