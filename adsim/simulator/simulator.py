@@ -195,10 +195,16 @@ class Simulator:
         return out
 
 
-def zscore(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Z-score over each row's valid entries (0 elsewhere, and where a row has no spread)."""
+def zscore(values: np.ndarray, valid: np.ndarray | None = None, eps: float = 0.0) -> np.ndarray:
+    """(B, K) -> (B, K): (x - mean) / (std + eps) over each row's valid entries (all when ``valid`` is None).
+
+    0 where invalid and where a row has no spread. The simulator's own z-scores use ``eps=0``; post-training's
+    group advantages (HEPO, GRPO) add GPR's small ``eps``, which matters only for rows of nearly equal rewards.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.ones(values.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
     mean = np.where(valid, values, 0).sum(axis=1, keepdims=True) / n
     var = np.where(valid, (values - mean) ** 2, 0).sum(axis=1, keepdims=True) / n
     std = np.sqrt(var)
-    return np.where(valid & (std > 0), (values - mean) / np.where(std > 0, std, 1), 0.0)
+    return np.where(valid & (std > 0), (values - mean) / (np.where(std > 0, std, 1) + eps), 0.0)

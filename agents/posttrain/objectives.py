@@ -13,15 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adsim.simulator.simulator import zscore
+
 
 def group_zscore(values: np.ndarray, valid: np.ndarray | None = None, eps: float = 1e-6) -> np.ndarray:
-    """(B, K) -> (B, K): (R - mu_K) / (sigma_K + eps) over each request's K (valid) candidates; 0 where invalid."""
-    values = np.asarray(values, dtype=np.float64)
-    valid = np.ones(values.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
-    mean = np.where(valid, values, 0.0).sum(axis=1, keepdims=True) / n
-    std = np.sqrt(np.where(valid, (values - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n)
-    return np.where(valid, (values - mean) / (std + eps), 0.0)
+    """(B, K) -> (B, K): (R - mu_K) / (sigma_K + eps) over each request's K (valid) candidates; 0 where invalid.
+
+    The simulator's ``zscore`` with GPR's eps, so an advantage and ``Evaluation.zscore`` never disagree on the rule.
+    """
+    return zscore(values, valid, eps)
 
 
 def level_rewards(process: np.ndarray, terminal: np.ndarray) -> np.ndarray:

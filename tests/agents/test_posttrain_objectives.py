@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from adsim.simulator.simulator import zscore
 from agents.posttrain.objectives import (
     clipped_policy_loss,
     dpo_loss,
@@ -35,6 +36,14 @@ def test_group_zscore_by_hand_and_invalid_candidates():
     std = np.sqrt(2.0 / 3.0)
     np.testing.assert_allclose(z, [[-1 / std, 0.0, 1 / std, 0.0]])
     assert np.all(group_zscore(np.array([[4.0, 4.0]])) == 0)
+
+
+def test_group_zscore_is_the_simulators_with_eps():
+    values = np.array([[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 7.0], [2.0, 2.0, 0.0, 0.0]])
+    valid = np.array([[True, True, True, False], [True, True, True, True], [True, True, False, False]])
+    np.testing.assert_array_equal(group_zscore(values, valid, eps=0.0), zscore(values, valid))
+    std = np.array([[np.sqrt(2.0 / 3.0)], [np.sqrt(0.75)], [1.0]])  # the last row has no spread: z = 0 either way
+    np.testing.assert_allclose(group_zscore(values, valid, eps=0.5), zscore(values, valid) * std / (std + 0.5))
 
 
 def test_hepo_terminal_level_is_the_zscore_and_process_rewards_switch_off():
