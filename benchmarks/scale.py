@@ -209,12 +209,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import ray
 
-    from adsim.world.shards import ray_session
+    from adsim.ray_session import ray_session
 
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="adsim-scale-") as tmp:
         os.environ.setdefault("RAY_TMPDIR", str(Path(tmp) / "ray"))
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         started = time.perf_counter()
         with ray_session(cfg.ray_address, max(cfg.workers)):
             ray_start = time.perf_counter() - started

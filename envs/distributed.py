@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from adsim.data.bundle import Scenario
+from adsim.ray_session import LOCAL, ray_session
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.simulator import Evaluation, ProcessRewardConfig, RewardSource, Scorer
-from adsim.world.shards import LOCAL, crash_if_planted, ray_session
+from adsim.world.shards import crash_if_planted
 from envs.context import open_simulator, release_unused_memory
 
 ScorerFactory = Callable[[Scenario], Scorer]
@@ -109,7 +110,7 @@ class DistributedSimulator:
         scorer_factory: see ``SimulatorWorker``; must be importable in the workers.
         process_alphas: see ``SimulatorWorker``.
         ray_address: used only if Ray is not initialised yet: ``"local"`` starts a private Ray with
-            ``num_workers`` CPUs, another address joins that cluster (see ``adsim.world.shards.ray_session``).
+            ``num_workers`` CPUs, another address joins that cluster (see ``adsim.ray_session``).
         max_restarts: times an actor is restarted, and a call retried, after its process dies.
 
     Use as a context manager, or call ``close()``: the actors (and a Ray this object started) stop there.

@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adsim.ray_session import LOCAL, ray_session
 from adsim.world.config import WorldConfig
 from adsim.world.entities import Ads, Organic, Users
 from adsim.world.logs import (
@@ -58,7 +58,6 @@ from adsim.world.logs import (
 from adsim.world.world import World
 
 FAULT_DIR_ENV = "ADSIM_FAULT_DIR"
-LOCAL = "local"
 
 
 def crash_if_planted(key: str) -> None:
@@ -72,30 +71,6 @@ def crash_if_planted(key: str) -> None:
     except FileNotFoundError:
         return
     os._exit(17)
-
-
-@contextmanager
-def ray_session(address: str | None = LOCAL, num_cpus: int | None = None) -> Iterator[None]:
-    """Ray, connected for the duration of the block.
-
-    A Ray already initialised in this process (a test module, a notebook, a Tune trial) is used as it is and left
-    running. Otherwise ``"local"`` (or None) starts a private single-machine Ray with ``num_cpus`` CPUs (default:
-    all) and any other ``address`` joins that cluster (``"auto"``, ``"ray://head:10001"``, ``"head:6379"``); both
-    are shut down on leaving.
-    """
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    if address in (None, LOCAL):
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
-    else:
-        ray.init(address=address, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def cluster_cpus() -> int:
@@ -125,7 +100,7 @@ def generate_logs_ray(world: World, address: str | None = LOCAL, num_workers: in
     Args:
         world: the world to log.
         address: ``"local"`` (a private Ray on this machine) or a cluster address; ignored when Ray is already
-            initialised in this process (see ``ray_session``).
+            initialised in this process (see ``adsim.ray_session``).
         num_workers: shard-days run at once (default: the cluster's CPUs). With ``"local"`` it also sizes the
             private Ray.
         max_retries: times a shard-day is re-run after its worker process dies.

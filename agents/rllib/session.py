@@ -1,71 +1,35 @@
-"""Starting and stopping Ray the same way in scripts, benchmarks and tests, without leaving processes behind."""
+"""Ray for RLlib: the core's ``ray_session`` with torch held to one thread, and a check for leftover Ray daemons."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
+import torch
+
+from adsim import ray_session as core
 
 RAY_DAEMONS = ("raylet", "gcs_server")
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = 2, temp_dir: str | Path | None = None,
-                **init_kwargs) -> Iterator[None]:
-    """``ray.init`` ... ``ray.shutdown``, torch limited to one thread in this process meanwhile. Inside an already
-    running Ray session (a test fixture, a notebook) it neither starts nor stops Ray.
+def ray_session(*args: Any, **kwargs: Any) -> Iterator[None]:
+    """``adsim.ray_session.ray_session`` (same arguments and defaults), torch limited to one thread meanwhile.
 
-    Args:
-        address: an existing cluster ("auto" or "ray://..."); then ``num_cpus`` and ``temp_dir`` are the
-            cluster's business and ignored. None starts a local instance.
-        num_cpus: CPUs of the local instance (2 on a laptop-sized machine).
-        temp_dir: Ray's session directory root for a local instance (default: Ray's, ``/tmp/ray``).
-        **init_kwargs: anything else ``ray.init`` takes.
-
-    One torch thread per process: RLlib runs the learner and the local EnvRunner in this process next to the
-    Ray workers, and on a small machine torch's default thread pool oversubscribes the cores (PPO iterations
-    were about 3x slower with it on 2 busy cores).
+    RLlib runs the learner and the local EnvRunner in this process next to the Ray workers, and on a small machine
+    torch's default thread pool oversubscribes the cores (PPO iterations were about 3x slower with it on 2 busy
+    cores). The core cannot do this itself: it never imports torch.
     """
-    import ray
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if ray.is_initialized():
+        with core.ray_session(*args, **kwargs):
             yield
-        else:
-            yield from _local_or_cluster(ray, address, num_cpus, temp_dir, init_kwargs)
     finally:
         torch.set_num_threads(threads)
-
-
-def _local_or_cluster(ray, address, num_cpus, temp_dir, init_kwargs) -> Iterator[None]:
-    kwargs = {"include_dashboard": False, "log_to_driver": False, **init_kwargs}
-    environ = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
-    if address is None:
-        kwargs["num_cpus"] = num_cpus
-        if temp_dir is not None:
-            kwargs["_temp_dir"] = environ["RAY_TMPDIR"] = str(Path(temp_dir).resolve())
-    else:
-        kwargs["address"] = address
-    saved = {k: os.environ.get(k) for k in environ}
-    os.environ.update(environ)
-    try:
-        ray.init(**kwargs)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def leftover_ray_processes(temp_dir: str | Path) -> list[psutil.Process]:
