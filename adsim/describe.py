@@ -61,6 +61,10 @@ def render(scenario: Scenario) -> str:
     for key in ("sid", "reward_models"):
         if key in m:
             lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in m[key].items() if not isinstance(v, dict)))
+    if "branching" in m:
+        b = m["branching"]
+        lines.append(f"  decisions per SID level (random legal walks of {b['requests']} train requests): median legal "
+                     f"codes {b['median_legal']}, forced (one legal code) {[f'{x:.0%}' for x in b['forced_share']]}")
     for name in ("pctr", "pcvr"):
         gate = m.get("reward_models", {}).get(name, {}).get("gate")
         if gate:

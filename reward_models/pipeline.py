@@ -19,7 +19,8 @@ import numpy as np
 from adsim.data.bundle import MANIFEST, BuildStep, Scenario, build_scenario, load_scenario, preset_cache_path
 from adsim.errors import AdSimError
 from adsim.importers import import_logs
-from adsim.sid.pipeline import semantic_codebook_size, sid_step
+from adsim.sid.pipeline import semantic_codebook_sizes, sid_step
+from adsim.simulator.branching import branching_step
 from adsim.world.config import PRESETS
 from reward_models.bundle import (
     QualityGate,
@@ -31,18 +32,18 @@ from reward_models.bundle import (
 from reward_models.value import ValueConfig
 
 __all__ = ["default_steps", "ensure_scenario", "import_reward_step", "import_scenario", "import_steps",
-           "semantic_codebook_size", "sid_step"]
+           "semantic_codebook_sizes", "sid_step"]
 
 
 def default_steps(allow_weak_models: bool = False) -> list[tuple[str, BuildStep]]:
-    """Stages that turn logs into a simulator-ready bundle: SIDs, then reward models that use them.
+    """Stages that turn logs into a simulator-ready bundle: SIDs, the branching they leave per level (recorded in
+    the manifest), then reward models that use them.
 
     ``allow_weak_models``: record a reward model that fails its quality gate (constant, or AUC below the floor)
     in the manifest instead of failing the build (CLI: ``adsim build --allow-weak-models``).
     """
-    if not allow_weak_models:
-        return [("sid", sid_step), ("reward_models", bundle_step)]
-    return [("sid", sid_step), ("reward_models", partial(bundle_step, gate=QualityGate(allow_failure=True)))]
+    models = bundle_step if not allow_weak_models else partial(bundle_step, gate=QualityGate(allow_failure=True))
+    return [("sid", sid_step), ("branching", branching_step), ("reward_models", models)]
 
 
 def ensure_scenario(path_or_preset: str | Path = "small", seed: int = 0, validate: bool = True,

@@ -138,7 +138,7 @@ class SidArtifacts:
 
 
 def fit_scenario_sids(ad_embeddings: np.ndarray, ads: pd.DataFrame, organic_embeddings: np.ndarray,
-                      config: SidConfig | None = None) -> SidArtifacts:
+                      config: SidConfig | None = None, fit_ads: np.ndarray | None = None) -> SidArtifacts:
     """Fit the configured SIDs on a scenario and encode all its ads and organic items.
 
     Args:
@@ -146,6 +146,8 @@ def fit_scenario_sids(ad_embeddings: np.ndarray, ads: pd.DataFrame, organic_embe
         ads: the ads table (``ad_id`` = row index; goal, roi_target, industry_l1, bid when ``config.commercial``).
         organic_embeddings: ``(n_organic, D)``.
         config: defaults to RQ-Kmeans+ semantic levels with a Commercial SID last level.
+        fit_ads: ``(n_ads,)`` bool, the ads the tokenizer and the commercial bins are fitted on (default: all);
+            every ad is encoded. The build fits on the ads that exist during the training days only.
     """
     config = config or SidConfig()
     ad_x = check_embeddings(ad_embeddings, name="ad_embeddings")
@@ -157,40 +159,69 @@ def fit_scenario_sids(ad_embeddings: np.ndarray, ads: pd.DataFrame, organic_embe
     if config.commercial:
         check_attrs(ads, ad_x.shape[0])
 
-    # fit set: every ad plus a seeded subsample of organic items
+    fit = np.ones(len(ads), dtype=bool) if fit_ads is None else np.asarray(fit_ads, dtype=bool)
+    if fit.shape != (len(ads),) or not fit.any():
+        raise AdSimDataError(f"fit_ads must be a ({len(ads)},) bool mask selecting at least one ad", column="fit_ads")
+    fit_x = ad_x[fit]
+
+    # fit set: the fitted ads plus a seeded subsample of organic items
     n_organic = organic_x.shape[0]
     if config.max_fit_items is not None:
-        n_organic = min(n_organic, max(config.max_fit_items - ad_x.shape[0], 0))
+        n_organic = min(n_organic, max(config.max_fit_items - fit_x.shape[0], 0))
     pick = np.sort(np.random.default_rng(config.seed).choice(organic_x.shape[0], size=n_organic, replace=False))
-    semantic = config.semantic_tokenizer().fit(np.concatenate([ad_x, organic_x[pick]]))
+    semantic = config.semantic_tokenizer().fit(np.concatenate([fit_x, organic_x[pick]]))
 
     tokenizer: SidTokenizer = semantic
     if config.commercial:
-        tokenizer = CommercialSid(semantic, config.commercial_config()).fit(ad_x, ads)
+        fit_table = ads.iloc[np.flatnonzero(fit)].reset_index(drop=True)
+        tokenizer = CommercialSid(semantic, config.commercial_config()).fit(fit_x, fit_table)
     ad_codes = tokenizer.encode(ad_x, ads)
     return SidArtifacts(config=config, tokenizer=tokenizer, ad_codes=ad_codes,
                         organic_codes=semantic.encode(organic_x), ad_index=PathIndex.from_codes(ad_codes))
 
 
 # --------------------------------------------------------------------------------------------- bundles
-def semantic_codebook_size(n_items: int) -> int:
-    """Codes per semantic level: the power of two nearest sqrt(n), within [8, 256] (16 on tiny, 64 on small)."""
-    return int(np.clip(2 ** round(np.log2(np.sqrt(max(n_items, 1)))), 8, 256))
+ADS_PER_SEMANTIC_LEAF = 8
+"""Ads that share a full semantic prefix, on average: the commercial level then chooses among several of them."""
+
+
+def semantic_codebook_sizes(n_items: int, ads_per_leaf: int = ADS_PER_SEMANTIC_LEAF) -> tuple[int, int]:
+    """Codes of the two semantic levels, (a, 2a): a is the power of two nearest sqrt(n / (2 * ads_per_leaf)), within
+    [4, 128], so a semantic leaf holds about ``ads_per_leaf`` ads ((4, 8) on tiny, (16, 32) on small).
+
+    Sized so that every level of a personalised trie is a real choice. The earlier rule (sqrt(n) codes per level)
+    left about one ad per leaf, so the commercial level was forced for most requests (tiny 83%, small 75% of
+    decisions); the second level gets twice the first's codes because residual codes concentrate under a parent
+    (with equal sizes tiny's second level was forced 63% of the time).
+    """
+    a = (max(n_items, 1) / (2 * ads_per_leaf)) ** 0.5
+    a = int(np.clip(2 ** round(np.log2(max(a, 1))), 4, 128))
+    return a, 2 * a
+
+
+def train_ads(scenario) -> np.ndarray:
+    """(n_ads,) bool: the ads that exist by the end of the training days (all ads when nothing is logged as train)."""
+    req = scenario.table("requests")
+    train = req["split"].astype(str).to_numpy() == "train"
+    if not train.any():
+        return np.ones(len(scenario.table("ads")), dtype=bool)
+    return scenario.table("ads")["created_day"].to_numpy() <= int(req["day"].to_numpy()[train].max())
 
 
 def sid_step(root: Path, scenario, progress: bool) -> dict:
-    """Build step: fit the default SIDs (RQ-Kmeans+ with a Commercial SID last level) on every ad and organic item
-    of the bundle being built at ``root`` (``scenario``), into ``root / "sid"``."""
-    n_ads = len(scenario.table("ads"))
-    per_level = semantic_codebook_size(n_ads)
-    config = SidConfig(seed=int(scenario.manifest.get("seed") or 0), semantic_codebook_sizes=(per_level, per_level),
-                       vocab_budget=min(256, 4 * per_level))
+    """Build step: fit the default SIDs (RQ-Kmeans+ with a Commercial SID last level) on the ads of the training
+    days and a sample of organic items, encode every ad, into ``root / "sid"``."""
+    fit = train_ads(scenario)
+    sizes = semantic_codebook_sizes(int(fit.sum()))
+    config = SidConfig(seed=int(scenario.manifest.get("seed") or 0), semantic_codebook_sizes=sizes,
+                       vocab_budget=min(256, max(64, 8 * sizes[-1])))
     artifacts = fit_scenario_sids(np.asarray(scenario.ad_embeddings), scenario.table("ads"),
-                                  np.asarray(scenario.organic_embeddings), config)
+                                  np.asarray(scenario.organic_embeddings), config, fit_ads=fit)
     artifacts.save(root / "sid")
     return {
         "tokenizer": config.tokenizer + ("+commercial" if config.commercial else ""),
         "codebook_sizes": list(map(int, artifacts.tokenizer.codebook_sizes)),
+        "fitted_on_ads": int(fit.sum()),
         "paths": int(len(np.unique(artifacts.ad_codes, axis=0))),
         "collision_rate": round(float(collision_rate(artifacts.ad_codes)), 4),
     }
