@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from agents.checkpoint import Checkpoint
 from agents.hhd.losses import mtp_loss
 from agents.hhd.sequences import N_ACTIONS, N_TOKEN_TYPES, TOKEN_E, TOKEN_I, TOKEN_PAD, TOKEN_U, Batch
 
@@ -600,10 +601,10 @@ class HHD(nn.Module):
         return out
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> tuple[HHD, dict]:
-        """The model of a ``train.py`` checkpoint (eval mode) and the checkpoint dict (config, step, normalisers)."""
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        model = cls(HHDConfig(**ckpt["config"]["model"])).to(device)
-        model.load_state_dict(ckpt["model"])
+    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> tuple[HHD, Checkpoint]:
+        """The model of any trainer's checkpoint (eval mode) and the checkpoint (configs, step, trainer state)."""
+        ckpt = Checkpoint.load(path, map_location=device)
+        model = cls(HHDConfig(**ckpt.model_config)).to(device)
+        model.load_state_dict(ckpt.model)
         return model.eval(), ckpt
 

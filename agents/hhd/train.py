@@ -13,8 +13,9 @@ Stages (GPR 4.2.4):
 
 The HTE value heads regress final_value = log1p(eCPM / mean eCPM) of the first target in both stages.
 
-Every checkpoint holds the model, optimizer, configs, step, normalisers and torch RNG state; batches are a function
-of (seed, step), so ``--resume`` continues with exactly the steps an uninterrupted run would take.
+Every checkpoint (``agents.checkpoint``) holds the model, optimizer, configs, step, normalisers and torch RNG state;
+batches are a function of (seed, step), so ``--resume`` continues with exactly the steps an uninterrupted run would
+take.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ import torch
 
 import adsim
 from adsim.trie import SidTrie
+from agents.checkpoint import Checkpoint, rng_state
 from agents.hhd.decoding import path_legal_masks, trie_legal
 from agents.hhd.losses import vaft_raw_weights, vaft_weights
 from agents.hhd.model import HHD, HHDConfig
 from agents.hhd.sequences import AmazonSequences, Batch, ScenarioSequences, SequenceConfig, Sequences, scenario_sids
 from reward_models.pipeline import ensure_scenario
 
+TRAINER = "agents.hhd.train"
 STAGES = ("pretrain", "vaft")
 ValueSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Sample indices (any shape) -> (eCPM, pCTR, pCVR) of those impressions, same shape."""
@@ -189,19 +192,6 @@ def lr_at(config: TrainConfig, step: int) -> float:
     return config.lr * (config.min_lr_frac + (1 - config.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def save_checkpoint(path: Path, model: HHD, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int,
-                    norm: dict[str, float]) -> None:
-    ckpt = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "normalisers": norm,
-        "config": {"train": asdict(config), "model": model.config.to_dict()},
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-
-
 @dataclass
 class TrainResult:
     model: HHD
@@ -221,7 +211,7 @@ def train(config: TrainConfig, data: TrainData | None = None, verbose: bool = Tr
     torch.manual_seed(config.seed)
     if config.init_from:
         model, init = HHD.from_checkpoint(config.init_from, config.device)
-        norm = init["normalisers"]
+        norm = init.state["normalisers"]
     else:
         model, norm = HHD(model_config(config, data.seqs)).to(config.device), normalisers(data)
     model.train()
@@ -231,13 +221,9 @@ def train(config: TrainConfig, data: TrainData | None = None, verbose: bool = Tr
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     start, rows = 0, []
     if config.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=config.device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start, norm = ckpt["step"], ckpt["normalisers"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if ckpt["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        ckpt = Checkpoint.load(ckpt_path, config.device)
+        ckpt.restore(model, optimizer)
+        start, norm = ckpt.step, ckpt.state["normalisers"]
         if csv_path.is_file():
             with open(csv_path) as f:
                 rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)
@@ -245,6 +231,10 @@ def train(config: TrainConfig, data: TrainData | None = None, verbose: bool = Tr
     if verbose:
         print(f"{config.arch} on {config.data}: {model.num_parameters():,} parameters, {len(data.train_idx):,} "
               f"training samples, stage {config.stage}, steps {start}..{config.steps}")
+
+    def save(step: int) -> None:
+        Checkpoint.of(TRAINER, model, optimizer, config, step, rng_state(), normalisers=norm).save(ckpt_path)
+
     (out / "config.json").write_text(json.dumps({"train": asdict(config), "model": model.config.to_dict()},
                                                 indent=2, default=str) + "\n")
 
@@ -277,10 +267,10 @@ def train(config: TrainConfig, data: TrainData | None = None, verbose: bool = Tr
             if verbose:
                 print(f"step {step + 1:>6}  loss {row['losses/total']:.4f}  {sps:,.0f} samples/s")
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, model, optimizer, config, step + 1, norm)
+            save(step + 1)
 
     # ------------------------------------------------------------------------------------------ save
-    save_checkpoint(ckpt_path, model, optimizer, config, config.steps, norm)
+    save(config.steps)
     if rows:
         names = list(dict.fromkeys(k for r in rows for k in r))
         with open(csv_path, "w", newline="") as f:

@@ -17,8 +17,8 @@ simulator, then updates:
 
 The reward the policy learns from is ``log1p(final_value / mean logged final_value)``: the HTE heads were
 pre-trained on the same log1p scale, and it tames final_value's heavy tail (only HEPO's critic sees the scale;
-z-scores do not). Checkpoints hold model, optimizer, iteration and every RNG, so a resumed run ends identical to an
-uninterrupted one.
+z-scores do not). Checkpoints (``agents.checkpoint``) hold model, optimizer, iteration and every RNG, so a resumed run
+ends identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import copy
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ import torch
 
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.simulator import Scorer
+from agents.checkpoint import Checkpoint, rng_state
 from agents.hhd.decoding import TorchTrie
 from agents.hhd.model import HHD
 from agents.hhd.sequences import ENV_FEATURES, Batch, ScenarioSequences, SequenceConfig, scenario_sids
@@ -43,6 +44,7 @@ from agents.hhd.train import add_dataclass_args
 from agents.posttrain import objectives as obj
 from envs.context import SimulatorContext, open_context
 
+TRAINER = "agents.posttrain.train"
 METHODS = ("hepo", "grpo", "dpo")
 
 
@@ -159,18 +161,6 @@ def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperat
     return Rollout(batch, rep, out.paths, out.behaviour_log_probs, ev.final_value, ev.valid, process)
 
 
-def _save(path: Path, model: HHD, optimizer: torch.optim.Optimizer, config: PostTrainConfig, iteration: int,
-          rng: np.random.Generator, generator: torch.Generator, curve: list[dict]) -> None:
-    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-            "config": {"posttrain": asdict(config), "model": model.config.to_dict()},
-            "rng": {"numpy": rng.bit_generator.state, "torch": generator.get_state(),
-                    "torch_global": torch.get_rng_state()},
-            "curve": curve}
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-
-
 @dataclass
 class PostTrainResult:
     model: HHD
@@ -203,13 +193,14 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
     generator = torch.Generator().manual_seed(config.seed)
     start, curve = 0, []
     if config.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start, curve = ckpt["iteration"], ckpt["curve"]
-        rng.bit_generator.state = ckpt["rng"]["numpy"]
-        generator.set_state(ckpt["rng"]["torch"])
-        torch.set_rng_state(ckpt["rng"]["torch_global"])
+        ckpt = Checkpoint.load(ckpt_path)
+        ckpt.restore(model, optimizer, rng, generator)
+        start, curve = ckpt.step, ckpt.state["curve"]
+
+    def save(iteration: int) -> None:
+        Checkpoint.of(TRAINER, model, optimizer, config, iteration, rng_state(rng, generator), curve=curve).save(
+            ckpt_path)
+
     coef = torch.tensor(config.level_coef, dtype=torch.float32)
     calls = curve[-1]["simulator_calls"] if curve else 0
 
@@ -272,9 +263,9 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
             print(f"[{config.method}] iter {row['iteration']:>3} calls {calls:>7} final_value "
                   f"{row['final_value_mean']:.2f} loss {row['loss']:.4f} ({row['seconds']:.1f}s)", flush=True)
         if config.checkpoint_every and (iteration + 1) % config.checkpoint_every == 0:
-            _save(ckpt_path, model, optimizer, config, iteration + 1, rng, generator, curve)
+            save(iteration + 1)
 
-    _save(ckpt_path, model, optimizer, config, config.iterations, rng, generator, curve)
+    save(config.iterations)
     with open(out / "curve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(curve[0]) if curve else ["iteration"])
         writer.writeheader()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.checkpoint import Checkpoint
 from agents.hhd.model import HHD, HHDConfig
 from agents.hhd.sequences import SequenceConfig
 from agents.hhd.testing import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -47,14 +48,15 @@ def test_resume_gives_identical_next_steps(data, tmp_path):
     assert losses(resumed) == losses(full)
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
-    saved = torch.load(resumed.checkpoint, weights_only=False)
-    assert saved["step"] == 4 and {"model", "optimizer", "config", "rng", "normalisers"} <= set(saved)
+    saved = Checkpoint.load(resumed.checkpoint)
+    assert (saved.trainer, saved.step, set(saved.state)) == ("agents.hhd.train", 4, {"normalisers"})
+    assert saved.optimizer["state"] and saved.rng["torch"] is not None and saved.config["steps"] == 4
 
 
 def test_checkpoint_loads_the_same_policy(data, tmp_path):
     result = train(config(tmp_path / "run", steps=2), data, verbose=False)
     loaded, ckpt = HHD.from_checkpoint(str(result.checkpoint))
-    batch, _ = prepare(data.seqs.batch(data.train_idx[:5]), data, ckpt["normalisers"], config("x"), "cpu")
+    batch, _ = prepare(data.seqs.batch(data.train_idx[:5]), data, ckpt.state["normalisers"], config("x"), "cpu")
     a = result.model.get_action_and_value(batch)
     b = loaded.get_action_and_value(batch, paths=a.paths)
     torch.testing.assert_close(a.log_probs, b.log_probs)
@@ -66,7 +68,7 @@ def test_vaft_fine_tunes_a_pretrained_model(data, tmp_path):
     vaft = config(tmp_path / "vaft", stage="vaft", init_from=str(pre.checkpoint), steps=2)
     action = data.seqs.samples["action"][data.train_idx]
     rows = np.concatenate([data.train_idx[action == a][:8] for a in (1, 2, 3)])
-    norm = torch.load(pre.checkpoint, weights_only=False)["normalisers"]
+    norm = Checkpoint.load(pre.checkpoint).state["normalisers"]
     batch, _ = prepare(data.seqs.batch(rows), data, norm, vaft, "cpu")
     w, mask = batch.target_weight.numpy(), batch.target_mask.numpy()
     assert (w[~mask] == 0).all() and (w[mask] > 0).all()
