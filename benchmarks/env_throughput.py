@@ -24,6 +24,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from agents.mcts.paths import RequestTries, random_legal_paths
 from benchmarks.report import write_report
 
 MEMORY_PROBE = """
@@ -108,17 +109,6 @@ def vector_envs(cfg: Config) -> list[dict]:
     return rows
 
 
-def _random_legal_paths(sim, allowed: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    sums = sim.trie.allowed_prefix_sums(allowed)
-    b = len(allowed)
-    paths = np.zeros((b, k, sim.depth), dtype=np.int64)
-    for d in range(sim.depth):
-        mask = sim.trie.legal_mask(paths[:, :, :d].reshape(b * k, d), np.repeat(sums, k, axis=0))
-        scores = np.where(mask, rng.random(mask.shape), -1.0)
-        paths[:, :, d] = scores.argmax(axis=1).reshape(b, k)
-    return paths
-
-
 def evaluate_speed(cfg: Config, ctx) -> list[dict]:
     sim = ctx.simulator
     rng = np.random.default_rng(0)
@@ -126,7 +116,7 @@ def evaluate_speed(cfg: Config, ctx) -> list[dict]:
     for b, k in ((1, 40), (64, 40)):
         requests = ctx.requests.sample(b, rng)
         allowed = sim.allowed(requests)
-        paths = _random_legal_paths(sim, allowed, k, rng)
+        paths = random_legal_paths(RequestTries(sim, requests, allowed), rng, k)
         ev = sim.evaluate(requests, paths, allowed=allowed)
         ads = ev.ad_id
         reps = max(1, int(2000 / b))

@@ -23,11 +23,7 @@ SOURCES = ("model", "truth")
 
 def held_out_requests(ctx: SimulatorContext, split: str = "test", n: int | None = None, seed: int = 0) -> RequestBatch:
     """``n`` logged requests of ``split`` (all of them when None), a fixed sample for a given seed."""
-    logged = RequestStream(ctx.scenario, split, ctx.seed).logged
-    total = len(logged["request_id"])
-    if n is None or n >= total:
-        return take(logged, np.arange(total))
-    return take(logged, np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False)))
+    return RequestStream(ctx.scenario, split, ctx.seed).held_out(n, np.random.default_rng(seed))
 
 
 def logged_ads(ctx: SimulatorContext, requests: RequestBatch) -> np.ndarray:

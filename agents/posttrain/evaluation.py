@@ -21,6 +21,7 @@ from adsim.metrics import normalised_score
 from adsim.simulator.requests import RequestBatch, take
 from agents.hhd.decoding import BeamConfig, beam_search
 from agents.hhd.model import HHD
+from agents.mcts.paths import RequestTries, random_legal_paths
 from agents.posttrain.metrics import ndcg, opr
 from agents.posttrain.train import PolicyEnv
 
@@ -38,33 +39,19 @@ class EvalSet:
 
     @classmethod
     def build(cls, env: PolicyEnv, n_requests: int, k: int, seed: int) -> EvalSet:
+        """``n_requests`` held-out requests of ``env``'s split, less those no ad is eligible for."""
         sim = env.ctx.simulator
         rng = np.random.default_rng([seed, 11])
-        logged = env.ctx.requests.logged
-        rows = np.sort(rng.choice(len(logged["request_id"]), size=min(n_requests, len(logged["request_id"])),
-                                  replace=False))
-        requests = take(logged, rows)
+        requests = env.ctx.requests.held_out(n_requests, rng)
         allowed = sim.allowed(requests)
         keep = np.flatnonzero(allowed.any(axis=1))
-        requests, allowed = take(requests, keep), allowed[keep]
-        paths = random_legal_paths(env, allowed, k, rng)
+        tries = RequestTries(sim, take(requests, keep), allowed[keep])
+        paths = random_legal_paths(tries, rng, k)
         oracle, random = {}, {}
         for source in SOURCES:
-            oracle[source] = sim.oracle(requests, source, allowed=allowed)[0]
-            random[source] = sim.evaluate(requests, paths, source, allowed=allowed).final_value.mean(axis=1)
-        return cls(requests, allowed, oracle, random)
-
-
-def random_legal_paths(env: PolicyEnv, allowed: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, K, L) paths drawn uniformly among legal codes level by level."""
-    trie = env.ctx.simulator.trie
-    sums = trie.allowed_prefix_sums(allowed)
-    b = len(allowed)
-    paths = np.zeros((b, k, trie.depth), dtype=np.int64)
-    for d in range(trie.depth):
-        mask = trie.legal_mask(paths[:, :, :d].reshape(b * k, d), np.repeat(sums, k, axis=0))
-        paths[:, :, d] = np.where(mask, rng.random(mask.shape), -1.0).argmax(axis=1).reshape(b, k)
-    return paths
+            oracle[source] = sim.oracle(tries.requests, source, allowed=tries.allowed)[0]
+            random[source] = sim.evaluate(tries.requests, paths, source, allowed=tries.allowed).final_value.mean(axis=1)
+        return cls(tries.requests, tries.allowed, oracle, random)
 
 
 def evaluate_policy(model: HHD, env: PolicyEnv, evalset: EvalSet, k: int) -> dict[str, float]:
