@@ -3,10 +3,11 @@
     final_value = eCPM + (1/N) * sum_i alpha_i * scale_i * target_i        (N = number of weighted targets)
 
 eCPM by goal, in currency per mille impressions (the logging ranker's own rule,
-``adsim.world.cascade.estimated_ecpm``): CPM -> bid; CPC and oCPC -> bid x pCTR x 1000; oCPA and oCPI ->
-bid x pCTR x pCVR x 1000.
+``adsim.world.cascade.estimated_ecpm``): CPM -> bid; CPC -> bid x pCTR x 1000; oCPC, oCPA and oCPI ->
+bid x pCTR x pCVR x 1000 (oCPC bids a target cost per conversion, billed per click).
 
-Targets: ``pctr``, ``pcvr`` (given a click) and ``gmv_rate`` (expected GMV per impression: pCTR x pCVR x the ad's
+Targets, all per impression: ``pctr`` (clicks), ``pcvr`` (conversions: pCTR x pCVR, so an ad nobody clicks earns no
+conversion bonus however convincing its landing page) and ``gmv_rate`` (expected GMV: pCTR x pCVR x the ad's
 conversion value, zero for goals without one).
 
 Normalisation: targets are probabilities (pCTR is a few percent) while eCPM is in currency per mille (tens), so a
@@ -86,7 +87,7 @@ class AdPrices:
                    ads["conversion_value"].to_numpy().astype(np.float64))
 
     def targets(self, ad: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray) -> dict[str, np.ndarray]:
-        return {"pctr": pctr, "pcvr": pcvr, "gmv_rate": pctr * pcvr * self.conversion_value[ad]}
+        return {"pctr": pctr, "pcvr": pctr * pcvr, "gmv_rate": pctr * pcvr * self.conversion_value[ad]}
 
     def ecpm(self, ad: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray) -> np.ndarray:
         return estimated_ecpm(self.goal[ad], self.bid[ad], pctr, pcvr)

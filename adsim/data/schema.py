@@ -39,7 +39,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("industry_l1", pa.int16(), "first-level industry", 0),
         Column("goal", CATEGORY, "optimisation goal", categories=GOALS),
         Column("roi_target", pa.float32(), "advertiser's ROI target (GMV / cost); 0 when the goal has none", 0),
-        Column("bid", pa.float64(), "CPM: per mille impressions; CPC/oCPC: per click; oCPA/oCPI: per conversion", 0),
+        Column("bid", pa.float64(), "CPM: per mille impressions; CPC: per click; oCPC/oCPA/oCPI: per conversion", 0),
         Column("target_age_mask", pa.int16(), "bit i set: age bucket i may see the ad", 1),
         Column("target_gender_mask", pa.int8(), "bit g set: gender g may see the ad", 1, 3),
         Column("target_region_mask", pa.int64(), "bit r set: region r may see the ad", 1),

@@ -13,8 +13,8 @@ It does what is the same for every source, so each default is invented once and 
 * targeting: untargeted (every age bucket, both genders, every region present). ``created_day`` 0, no budget
   (``daily_budget`` 1e12), ``roi_target`` 0, ``conversion_value`` 0, goal CPC with bid 1 where the source has
   neither.
-* cost where the source logs none: CPM pays bid / 1000 per impression, CPC and oCPC pay the bid per click,
-  oCPA and oCPI per conversion.
+* cost where the source logs none: CPM pays bid / 1000 per impression, CPC pays the bid per click, oCPC, oCPA
+  and oCPI per conversion.
 * propensity where the source logs none: 1.0 (the bundle is then not usable for off-policy evaluation; the
   manifest's ``import.propensities`` says which).
 * organic events link to the user's first request at or after them; events after a user's last request are dropped
@@ -164,8 +164,8 @@ def assemble(raw: RawLogs) -> ImportedLogs:
     else:
         g = goal[ad_pos]
         cost = np.where(g == "CPM", bid / 1000.0,
-                        np.where(np.isin(g, ["CPC", "oCPC"]), bid * click, bid * conversion))
-        defaults["events"]["cost"] = "CPM: bid/1000 per impression; CPC, oCPC: bid per click; oCPA, oCPI: bid per " \
+                        np.where(g == "CPC", bid * click, bid * conversion))
+        defaults["events"]["cost"] = "CPM: bid/1000 per impression; CPC: bid per click; oCPC, oCPA, oCPI: bid per " \
                                      "conversion"
     impressions = pd.DataFrame({
         "impression_id": np.arange(len(ev), dtype=np.int64),

@@ -30,9 +30,9 @@ from adsim.world.rng import stream
 from adsim.world.world import World, soft_match
 
 MAX_SLOTS = 3
-PRIOR_RATE = {"CPM": 1e-3, "CPC": 0.03, "oCPC": 0.03, "oCPA": 0.003, "oCPI": 0.003}
+PRIOR_RATE = {"CPM": 1e-3, "CPC": 0.03, "oCPC": 0.003, "oCPA": 0.003, "oCPI": 0.003}
 """Goal-level rates the prior uses to put bids on one eCPM scale (bid x rate x 1000)."""
-_USES_PCVR = np.array([False, False, False, True, True])
+_USES_PCVR = np.array([False, False, True, True, True])
 
 
 def capped_charges(ad: np.ndarray, cost: np.ndarray, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +54,10 @@ def capped_charges(ad: np.ndarray, cost: np.ndarray, left: np.ndarray) -> tuple[
 
 
 def estimated_ecpm(goal_idx: np.ndarray, bid: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray) -> np.ndarray:
-    """eCPM by goal: CPM -> bid; CPC/oCPC -> bid*pCTR*1000; oCPA/oCPI -> bid*pCTR*pCVR*1000."""
+    """eCPM by goal: CPM -> bid; CPC -> bid*pCTR*1000; oCPC/oCPA/oCPI -> bid*pCTR*pCVR*1000.
+
+    oCPC ("optimised CPC") bids a target cost per conversion and is billed per click: it ranks like oCPA.
+    """
     rate = np.where(goal_idx == 0, 1e-3, pctr * np.where(_USES_PCVR[goal_idx], pcvr, 1.0))
     return bid * rate * 1000.0
 

@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 GOALS: tuple[str, ...] = ("CPM", "CPC", "oCPC", "oCPA", "oCPI")
-"""Optimisation goals. CPM bids per mille impressions, CPC/oCPC per click, oCPA/oCPI per conversion (install)."""
+"""Optimisation goals. CPM bids per mille impressions, CPC per click, oCPC/oCPA/oCPI per conversion (install); every
+goal but CPM is billed per click (``adsim.world.cascade``)."""
 
 DEVICES: tuple[str, ...] = ("android", "ios", "pc")
 PLACEMENTS: tuple[str, ...] = ("feed", "video", "article")

@@ -66,11 +66,12 @@ def test_scores_shapes_and_reward_formula(scorer, bundle):
 
     goal = np.asarray(GOALS)[ads["goal"].cat.codes.to_numpy()][ad_ids]
     bid = ads["bid"].to_numpy()[ad_ids]
-    expected = np.select([goal == "CPM", np.isin(goal, ["CPC", "oCPC"])],
+    expected = np.select([goal == "CPM", goal == "CPC"],
                          [bid, bid * s.pctr * 1000], bid * s.pctr * s.pcvr * 1000)
     np.testing.assert_allclose(s.ecpm, expected)
     value = scorer.value_config
-    bonus = sum(value.alphas[t] * value.scales[t] * getattr(s, t) for t in ("pctr", "pcvr"))
+    per_impression = {"pctr": s.pctr, "pcvr": s.pctr * s.pcvr}  # the conversion bonus counts clicks too
+    bonus = sum(value.alphas[t] * value.scales[t] * per_impression[t] for t in ("pctr", "pcvr"))
     np.testing.assert_allclose(s.final_value, s.ecpm + bonus / 2)
 
 

@@ -33,7 +33,7 @@ def test_bids_are_heavy_tailed_per_goal(small):
         assert bids.quantile(0.99) / bids.median() > 4, goal
         assert bids.mean() > bids.median(), goal  # right skew
     medians = ads.groupby("goal", observed=True)["bid"].median()
-    assert medians["CPM"] > 5 * medians["oCPC"], "bids live on per-goal scales"
+    assert medians["CPM"] > 5 * medians["CPC"] and medians["oCPA"] > 5 * medians["CPC"], "bids on per-goal scales"
 
 
 def test_users_have_several_interests(small):
