@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write_report
+from benchmarks.stats import t_interval
 
 
 @dataclass
@@ -61,7 +62,9 @@ def _timed(fn):
     return out, time.perf_counter() - started
 
 
-def run(config: Config) -> list[dict]:
+def run(config: Config) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    """Every policy on the same held-out requests: summary rows, and each policy's per-request final_value by
+    reward source (what the verdicts pair)."""
     from agents.mcts import MCTS, Evaluator, MCTSConfig, greedy_ecpm_ads, held_out_requests, logged_ads
     from agents.mcts.paths import random_legal_paths
     from agents.rllib.config import build_algo, ppo_config
@@ -79,12 +82,12 @@ def run(config: Config) -> list[dict]:
     sim = ctx.simulator
     ev = Evaluator(sim, held_out_requests(ctx, "test", config.test_requests, config.seed), seed=config.seed)
     n = len(ev)
-    rows = []
+    rows, per_request = [], {}
 
-    def add(name: str, values: dict, seconds: float, train_s: float = 0.0) -> dict:
-        row = {"policy": name, **ev.summary(values), "decisions_per_s": n / max(seconds, 1e-9), "train_s": train_s}
-        rows.append(row)
-        return row
+    def add(name: str, values: dict, seconds: float, train_s: float = 0.0) -> None:
+        rows.append({"policy": name, **ev.summary(values), "decisions_per_s": n / max(seconds, 1e-9),
+                     "train_s": train_s})
+        per_request[name] = values
 
     rng = np.random.default_rng(config.seed)
     paths, seconds = _timed(lambda: random_legal_paths(ev.tries, rng)[:, 0])
@@ -123,14 +126,20 @@ def run(config: Config) -> list[dict]:
 
     _, seconds = _timed(lambda: sim.oracle(ev.requests, options.reward_source, allowed=ev.tries.allowed))
     add("oracle", ev.oracle, seconds)
-    return rows
+    return rows, per_request
 
 
-def mcts_growth(rows: list[dict], budgets: list[int]) -> str:
+def mcts_growth(rows: list[dict], per_request: dict[str, dict[str, np.ndarray]], budgets: list[int]) -> str:
+    """Whether each budget step helps MCTS: ``benchmarks.stats``' rule on the per-request paired differences of
+    model final_value (the same test requests for every budget)."""
     scores = [next(r["normalised_model"] for r in rows if r["policy"] == f"MCTS {b}") for b in budgets]
-    grows = all(b >= a for a, b in zip(scores, scores[1:], strict=False))
     trail = " -> ".join(f"{b}: {s:.3f}" for b, s in zip(budgets, scores, strict=True))
-    return f"MCTS normalised score (model) by simulations, {trail}; grows with budget: {'yes' if grows else 'NO'}."
+    steps = []
+    for small, large in zip(budgets, budgets[1:], strict=False):
+        gain = t_interval(per_request[f"MCTS {large}"]["model"] - per_request[f"MCTS {small}"]["model"])
+        steps.append(f"{small} -> {large}: {gain.verdict} ({gain}, {gain.n} requests)")
+    return (f"MCTS normalised score (model) by simulations, {trail}. More simulations give a higher final_value "
+            f"(paired by request): {'; '.join(steps) or 'one budget only'}.")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -150,10 +159,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "quick"}
     config = Config.quick(**overrides) if args.quick else Config(**overrides)
 
-    rows = run(config)
+    rows, per_request = run(config)
     settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items() if k not in ("out", "address"))
     write_report(config.out, "baselines", rows, "Baselines on held-out test requests",
-                 notes=f"{mcts_growth(rows, config.simulations)}\n\nSettings: {settings}.")
+                 notes=f"{mcts_growth(rows, per_request, config.simulations)}\n\nSettings: {settings}.")
     return rows
 
 

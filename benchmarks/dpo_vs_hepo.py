@@ -8,7 +8,8 @@ Per seed: MTP pre-training -> VAFT -> from the same VAFT checkpoint, with the sa
 HEPO with ARR, HEPO without process rewards, GRPO. Every model is evaluated on the same held-out test requests
 (``agents.posttrain.evaluation``) under the reward models and under the world's truth. Output: CSV + Markdown
 (mean and 95% t-interval over seeds), a PNG of DPO's and HEPO's learning curves against simulator calls, and
-verdicts on GPR's ordering HEPO > DPO > VAFT > MTP, judged per column by paired differences across seeds.
+verdicts on GPR's ordering HEPO > DPO > VAFT > MTP, judged per column by ``benchmarks.stats``' rule on the
+seed-paired differences.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report import write_report
+from benchmarks.stats import paired_differences, t_interval
 
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-"""Two-sided 95% Student-t quantiles by degrees of freedom."""
 POSTTRAIN = {
     "+DPO": {"method": "dpo"},
     "+HEPO": {"method": "hepo"},
@@ -120,10 +120,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     for name, group in runs.groupby("model", sort=False):
         row = {"model": name, "seeds": len(group)}
         for m in metrics:
-            values = group[m].to_numpy(dtype=float)
-            half = T_975.get(len(values) - 1, 1.96) * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 \
-                else float("nan")
-            row[m] = f"{values.mean():.4g} ± {half:.2g}"
+            interval = t_interval(group[m].to_numpy(dtype=float))
+            row[m] = f"{interval.mean:.4g} ± {interval.half_width:.2g}"
         out.append(row)
     return pd.DataFrame(out)
 
@@ -135,16 +133,11 @@ def verdicts(runs: pd.DataFrame) -> list[str]:
     lines = []
     for better, worse in zip(order[:-1], order[1:], strict=True):
         for col in columns:
-            a = runs[runs["model"] == better].set_index("seed")[col]
-            b = runs[runs["model"] == worse].set_index("seed")[col]
-            diff = (a - b).dropna().to_numpy(dtype=float)
-            if len(diff) < 2:
+            diff = t_interval(paired_differences(runs[runs["model"] == better].set_index("seed")[col],
+                                                 runs[runs["model"] == worse].set_index("seed")[col]))
+            if diff.n < 2:
                 continue
-            half = T_975.get(len(diff) - 1, 1.96) * diff.std(ddof=1) / np.sqrt(len(diff))
-            mean = diff.mean()
-            verdict = "holds" if mean - half > 0 else "reversed" if mean + half < 0 else "not significant"
-            lines.append(f"- {better} > {worse} on {col}: {verdict} (paired difference {mean:+.4g} ± {half:.2g}, "
-                         f"{len(diff)} seeds)")
+            lines.append(f"- {better} > {worse} on {col}: {diff.verdict} (paired difference {diff}, {diff.n} seeds)")
     return lines
 
 

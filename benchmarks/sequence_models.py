@@ -4,9 +4,9 @@ the full HHD (and HHD + VAFT), mean and spread over seeds; then the real Amazon 
 Every model is trained on the scenario's training split and scored on the same held-out sample of the test split:
 HR@K / NDCG@K on impressions, UniVA's ValueHR@K / wNDCG@K on conversions (``agents.hhd.evaluation``). Models decode
 with trie-constrained beam search under each request's personalised trie; rows with HTE decode value-guided. The
-verdicts compare each row with HSTU seed by seed (same seed, same evaluation set): a claim "holds" when the mean
-paired difference is more than twice its standard error, "reversed" when it is less than minus twice that, else
-"within noise".
+verdicts compare each row with HSTU seed by seed (same seed, same evaluation set) by ``benchmarks.stats``' one
+rule: a claim "holds" when the 95 % t-interval of the paired difference lies above zero, is "reversed" when it lies
+below, else "not significant" (always so with one seed).
 
     python -m benchmarks.sequence_models                 # small world + Amazon, 3 seeds: ~15 min on 2 idle cores
     python -m benchmarks.sequence_models --quick         # tiny world, 1 seed, a few steps: seconds (tests)
@@ -42,6 +42,7 @@ from agents.hhd.model import ABLATIONS, HHD, HHDConfig
 from agents.hhd.sequences import SequenceConfig
 from agents.hhd.train import TrainConfig, TrainData, add_dataclass_args, load_data, train
 from benchmarks.report import write_report
+from benchmarks.stats import paired_differences, t_interval
 
 
 @dataclass
@@ -117,16 +118,6 @@ def train_config(config: Config, model: HHDConfig, seed: int, out: Path, **overr
     return TrainConfig(**{**base, **overrides})
 
 
-def paired_verdict(diffs: np.ndarray) -> str:
-    if len(diffs) < 2:
-        return "one seed: no verdict"
-    se = diffs.std(ddof=1) / np.sqrt(len(diffs))
-    mean = diffs.mean()
-    if se == 0:
-        return "holds" if mean > 0 else "reversed" if mean < 0 else "no difference"
-    return "holds" if mean > 2 * se else "reversed" if mean < -2 * se else "within noise"
-
-
 def summarise(runs: pd.DataFrame, reference: str, metric: str, paper: dict[str, float] | None) -> pd.DataFrame:
     """One row per model: metric mean ± std over seeds, relative gain over ``reference`` (paired by seed), verdict."""
     base = runs[runs.model == reference].set_index("seed")[metric]
@@ -134,13 +125,13 @@ def summarise(runs: pd.DataFrame, reference: str, metric: str, paper: dict[str, 
     out = []
     for model, g in runs.groupby("model", sort=False):
         g = g.set_index("seed")
-        diffs = (g[metric] - base.reindex(g.index)).dropna().to_numpy()
+        gain = t_interval(paired_differences(g[metric], base))
         rel = 100 * (g[metric].mean() / base.mean() - 1) if base.mean() > 0 else np.nan
         row = {"model": model, f"{metric} mean": g[metric].mean(), f"{metric} std": g[metric].std(ddof=1),
                f"Δ vs {reference} %": rel}
         if paper is not None:
             row["paper Δ %"] = paper.get(model, np.nan)
-        row["verdict"] = "" if model == reference else paired_verdict(diffs)
+        row["verdict"] = "" if model == reference else gain.verdict
         row |= {m: g[m].mean() for m in other_metrics}
         row |= {"params": int(g["params"].iloc[0]), "train s": g["train_s"].mean()}
         out.append(row)
@@ -306,7 +297,8 @@ AMAZON_NOTES = (
 def verdict_notes(table: pd.DataFrame, k: int) -> str:
     t = table.set_index("model")
     metric = f"HR@{k} mean"
-    lines = ["Which of the paper's claims hold here (paired by seed against HSTU; 'holds' = mean gain > 2 SE):", ""]
+    lines = ["Which of the paper's claims hold here (paired by seed against HSTU; 'holds': the 95 % t-interval of the "
+             "gain lies above 0):", ""]
     for label, gain in LABELS.values():
         if label in t.index:
             lines.append(f"- {label} (GPR: +{gain}% HR@100): {t.loc[label, f'Δ vs {HSTU} %']:+.1f}% -> "

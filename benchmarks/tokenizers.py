@@ -8,7 +8,7 @@ Datasets:
   * scenario: ``adsim.load_scenario(NAME)`` ads, when that API is present (``--scenario ''`` skips it).
 
 Each tokenizer is fitted with seeds 0-2 on fixed data; the tables show mean +- std over seeds. Verdicts on the GPR and
-UniVA claims are computed from the means and printed as they come out.
+UniVA claims are judged by ``benchmarks.stats``' rule on differences paired by seed, and printed as they come out.
 
     python -m benchmarks.tokenizers [--quick] [--out results/tokenizers] [--seeds 0 1 2] [--scenario small]
 """
@@ -44,6 +44,7 @@ from adsim.sid.metrics import (
     weighted_entropy,
 )
 from benchmarks.report import command_line
+from benchmarks.stats import HOLDS, paired_differences, t_interval
 from reward_models.pipeline import ensure_scenario
 
 
@@ -257,34 +258,45 @@ def markdown_table(summary: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(summary: pd.DataFrame, dataset: str) -> list[str]:
-    """The papers' claims, checked against this run's means."""
-    s = summary[summary["dataset"] == dataset].set_index("key")
-    out = []
-    if {"rq_vae", "rq_kmeans", "rq_kmeans_plus"} <= set(s.index):
-        vae, km, plus = s.loc["rq_vae"], s.loc["rq_kmeans"], s.loc["rq_kmeans_plus"]
+DISPERSION_STATS = ("bid_std_mean", "bid_std_p75", "bid_std_p99", "bid_range_mean", "bid_range_p75", "bid_range_p99")
 
-        def claim(text: str, holds: bool, column: str, digits: int) -> str:
-            values = ", ".join(f"{r['method']} {r[column]:.{digits}f}" for r in (vae, km, plus))
-            return f"- GPR: {text}: {'HOLDS' if holds else 'DOES NOT HOLD'} ({column}: {values})"
+
+def verdicts(results: pd.DataFrame, dataset: str) -> list[str]:
+    """The papers' claims, each judged by ``benchmarks.stats``' rule on differences paired by tokenizer seed."""
+    runs = {key: g.set_index("seed") for key, g in results[results["dataset"] == dataset].groupby("key", sort=False)}
+    out = []
+    if {"rq_vae", "rq_kmeans", "rq_kmeans_plus"} <= set(runs):
+        vae, km, plus = runs["rq_vae"], runs["rq_kmeans"], runs["rq_kmeans_plus"]
+
+        def best(column: str, how: str, *rows: pd.DataFrame) -> pd.Series:
+            """Per seed, the best of ``rows`` on ``column`` (``how``: "min" or "max"): what "than both" must beat."""
+            return getattr(pd.concat([r[column] for r in rows], axis=1), how)(axis=1, skipna=False)
+
+        def claim(text: str, margin: np.ndarray, column: str, digits: int) -> str:
+            diff = t_interval(margin)
+            means = ", ".join(f"{r['method'].iloc[0]} {r[column].mean():.{digits}f}" for r in (vae, km, plus))
+            return f"- GPR: {text}: {diff.verdict} (margin {diff}, {diff.n} seeds; {column} means: {means})"
 
         out += [
             claim("RQ-Kmeans+ has a lower collision rate than both baselines",
-                  plus["collision_%"] < min(vae["collision_%"], km["collision_%"]), "collision_%", 2),
-            claim("RQ-Kmeans+ has a higher PAS than both baselines", plus["PAS"] > max(vae["PAS"], km["PAS"]),
-                  "PAS", 4),
+                  paired_differences(best("collision_%", "min", vae, km), plus["collision_%"]), "collision_%", 2),
+            claim("RQ-Kmeans+ has a higher PAS than both baselines",
+                  paired_differences(plus["PAS"], best("PAS", "max", vae, km)), "PAS", 4),
             claim("RQ-VAE has the lowest level-1 code usage",
-                  vae["CUR_L1_%"] < min(km["CUR_L1_%"], plus["CUR_L1_%"]), "CUR_L1_%", 1),
+                  paired_differences(best("CUR_L1_%", "min", km, plus), vae["CUR_L1_%"]), "CUR_L1_%", 1),
         ]
-    if {"rq_kmeans_plus", "csid"} <= set(s.index) and "bid_std_mean" in s.columns:
-        base, new = s.loc["rq_kmeans_plus"], s.loc["csid"]
-        stats = ("bid_std_mean", "bid_std_p75", "bid_std_p99", "bid_range_mean", "bid_range_p75", "bid_range_p99")
-        ratios = {c: base[c] / new[c] if new[c] > 0 else float("inf") for c in stats}
-        shown = ", ".join(f"{c.removeprefix('bid_')} {r:.1f}x" for c, r in ratios.items())
-        tenfold = sum(r >= 10 for r in ratios.values())
+    if {"rq_kmeans_plus", "csid"} <= set(runs) and "bid_std_mean" in results.columns:
+        base, new = runs["rq_kmeans_plus"], runs["csid"]
+        # per seed and statistic, log10 of the drop factor base / new (a zero spread counts as 10^12 times smaller)
+        drop = {c: paired_differences(np.log10(np.maximum(base[c], 1e-12)), np.log10(np.maximum(new[c], 1e-12)))
+                for c in DISPERSION_STATS}
+        tenfold = sum(t_interval(d - 1.0).verdict == HOLDS for d in drop.values())
+        dropped = sum(t_interval(d).verdict == HOLDS for d in drop.values())
+        shown = ", ".join(f"{c.removeprefix('bid_')} {10 ** d.mean():.1f}x" for c, d in drop.items())
         out.append(f"- UniVA: Commercial SID cuts within-path bid dispersion vs a 3-level semantic SID by about an "
-                   f"order of magnitude: {tenfold} of 6 statistics drop >= 10x; all drop: "
-                   f"{'yes' if min(ratios.values()) > 1 else 'no'} ({base['method']} -> {new['method']}: {shown})")
+                   f"order of magnitude: {tenfold} of 6 statistics drop >= 10x and {dropped} of 6 drop at all, "
+                   f"significantly (seed-paired log10 drop factors; {base['method'].iloc[0]} -> "
+                   f"{new['method'].iloc[0]}, geometric means: {shown})")
     return out
 
 
@@ -303,7 +315,7 @@ def write_report(results: pd.DataFrame, cfg: Config, command: str, elapsed: floa
         parts.append(f"## {dataset}\n\n{markdown_table(part, TABLE1)}\n")
         if "bid_std_mean" in part.columns and part["bid_std_mean"].notna().any():
             parts.append(f"Bid dispersion and Commercial SID:\n\n{markdown_table(part, DISPERSION)}\n")
-        if lines := verdicts(summary, dataset):
+        if lines := verdicts(results, dataset):
             parts.append("Verdicts:\n\n" + "\n".join(lines) + "\n")
     path = cfg.out / "results.md"
     path.write_text("\n".join(parts))
