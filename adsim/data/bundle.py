@@ -27,9 +27,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from adsim.data import cache
+from adsim.data.integrity import (
+    check_array,
+    check_config,
+    check_world_ads,
+    clean_stale_builds,
+    load_array,
+    lock,
+    unlock,
+)
+from adsim.data.manifest import MANIFEST, check_fields, check_files, check_signature, read_manifest, sign
 from adsim.data.schema import TABLES, arrow_schema
 from adsim.data.validate import validate_tables
-from adsim.errors import AdSimDataError, AdSimError
+from adsim.errors import AdSimDataError, AdSimError, AdSimOptionError
 from adsim.paths import cache_dir
 from adsim.world.config import PRESETS, WorldConfig, preset
 from adsim.world.logs import DayLogs, generate_logs
@@ -41,8 +52,11 @@ FORMAT_VERSION = 1
 GENERATOR_VERSION = 4
 """Bumped when the same config and seed would generate a different bundle (logs, SIDs or reward models); part of the
 preset cache key. v4: reward models sized to their data, with a quality gate."""
-MANIFEST = "manifest.json"
 ARRAYS = ("ad_embeddings", "organic_embeddings")
+ARRAY_ROWS = {"ad_embeddings": "ads", "organic_embeddings": "organic_items"}
+"""The table each array has one row per entity of (per-request arrays, ``request_*``, follow ``requests``)."""
+ARTIFACT_DIRS = ("tables", "arrays", "sid", "reward_models")
+"""Directories whose files the simulator reads: every file in them must be in the manifest's file map."""
 
 BuildStep = Callable[[Path, "Scenario", bool], dict]
 """A stage run on the finished logs inside the temporary bundle: (root, scenario, progress) -> manifest entry."""
@@ -87,7 +101,9 @@ def checksums(root: Path) -> dict[str, str]:
 
 
 def write_manifest(root: Path, manifest: dict) -> None:
-    manifest = {**manifest, "files": checksums(root)}
+    """The manifest with the checksum of every file in ``root``, signed (``adsim.data.manifest``), written
+    atomically."""
+    manifest = sign({**manifest, "files": checksums(root)})
     tmp = root / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, root / MANIFEST)
@@ -117,8 +133,10 @@ def _assemble(out: str | Path, write: Callable[[Path], dict], steps: Sequence[tu
     """Write a bundle into a temporary sibling (``write`` returns the manifest), run ``steps``, then publish it."""
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_builds(out.parent)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
+    held = lock(tmp)  # a live build: other processes' clean_stale_builds leave it alone
     try:
         manifest = {"format_version": FORMAT_VERSION, "package_version": _package_version(), **write(tmp)}
         write_manifest(tmp, manifest)
@@ -129,6 +147,8 @@ def _assemble(out: str | Path, write: Callable[[Path], dict], steps: Sequence[tu
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        unlock(held)
 
 
 def build_scenario(
@@ -154,11 +174,10 @@ def build_scenario(
         n_shards: user shards (default: the config's). Part of the data: the manifest's config records it.
         num_workers: shard-days generated at once with Ray (default: every CPU of the cluster).
     """
+    check_build_options(preset_name if config is None else None, seed, n_shards, num_workers, ray_address)
     config = config or preset(preset_name)
     if n_shards is not None:
         config = config.replace(n_shards=n_shards)
-    if num_workers is not None and ray_address is None:
-        raise ValueError("num_workers needs a ray_address ('local' or a cluster's)")
 
     def write(root: Path) -> dict:
         world = World(config, seed)
@@ -176,6 +195,24 @@ def build_scenario(
     return _assemble(out, write, steps, progress, overwrite)
 
 
+def _positive_int(value, option: str, minimum: int = 1) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum):
+        raise AdSimOptionError(f"must be an integer >= {minimum}, got {value!r}", option=option)
+
+
+def check_build_options(preset_name: str | None, seed, n_shards=None, num_workers=None, ray_address=None) -> None:
+    """``build_scenario``'s options in range, or an ``AdSimOptionError`` naming the option."""
+    if preset_name is not None and preset_name not in PRESETS:
+        raise AdSimOptionError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESETS)}", option="preset")
+    if seed is None:
+        raise AdSimOptionError("must be a non-negative integer, got None", option="seed")
+    _positive_int(seed, "seed", minimum=0)
+    _positive_int(n_shards, "n_shards")
+    _positive_int(num_workers, "num_workers")
+    if num_workers is not None and ray_address is None:
+        raise AdSimOptionError("needs a ray_address ('local' or a cluster's)", option="num_workers")
+
+
 def write_bundle(
     out: str | Path,
     tables: Mapping[str, pd.DataFrame],
@@ -190,7 +227,7 @@ def write_bundle(
 
     Real logs have no ground truth: the manifest says so, and ``Scenario.world`` then refuses.
     """
-    validate_tables(tables, {name: f"{source}:{name}" for name in tables})
+    validate_tables(tables, {name: f"{source}:{name}" for name in tables}, sanity=True)
     missing = [name for name in TABLES if name not in tables] + [name for name in ARRAYS if name not in arrays]
     if missing:
         raise AdSimDataError(f"an imported bundle needs every table and array; missing {missing}")
@@ -239,48 +276,33 @@ def _write_logs(root: Path, world: World, days: Iterator[DayLogs], progress: boo
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def _mapped_frame(path: Path, digest: str | None) -> pd.DataFrame:
-    """A Parquet table as a DataFrame whose numeric columns live in a shared, read-only memory map.
-
-    The first reader converts the file into an uncompressed Arrow IPC copy in the cache, named by the Parquet
-    file's checksum; every process then maps that copy, so many env processes share one set of pages instead
-    of each holding its own. Without a known checksum (a bundle being built) the table is read directly.
-    """
-    if digest is None:
-        return pq.read_table(path).to_pandas()
-    mapped = cache_dir() / "tables" / f"{digest}.arrow"
-    if not mapped.is_file():
-        mapped.parent.mkdir(parents=True, exist_ok=True)
-        tmp = mapped.with_name(f".{mapped.name}.{uuid.uuid4().hex[:8]}")
-        table = pq.read_table(path).unify_dictionaries().combine_chunks()
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, mapped)
-    table = pa.ipc.open_file(pa.memory_map(str(mapped))).read_all()
-    return table.to_pandas(split_blocks=True)
-
-
-_VALIDATED: set[tuple[str, str]] = set()
+_VALIDATED: set[tuple[str, str, bool]] = set()
 
 
 class Scenario:
-    """An opened bundle. Tables load lazily; arrays are memory-mapped read-only."""
+    """An opened bundle. Tables load lazily (memory-mapped Arrow copies, ``adsim.data.cache``); arrays are
+    memory-mapped read-only.
+
+    Opening reads and checks the manifest (``adsim.data.manifest``: its signature, file map and fields), so a
+    bundle whose manifest was edited or lacks a file map never opens; ``validate`` (the default) then checks the
+    files themselves.
+    """
 
     def __init__(self, path: str | Path, validate: bool = True):
         self.path = Path(path)
         manifest_file = self.path / MANIFEST
-        if not manifest_file.is_file():
-            raise AdSimDataError("not an adsim bundle: manifest.json is missing (run `adsim build`)",
-                                 file=str(manifest_file))
-        try:
-            self.manifest: dict = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError as e:
-            raise AdSimDataError(f"manifest is not valid JSON: {e}", file=str(manifest_file)) from None
+        file = str(manifest_file)
+        self.manifest: dict = read_manifest(manifest_file)
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise AdSimDataError(
                 f"bundle format version {version} is incompatible with this adsim (expects {FORMAT_VERSION}); "
-                "rebuild it with `adsim build`", file=str(manifest_file), column="format_version")
+                "rebuild it with `adsim build`", file=file, column="format_version")
+        check_signature(self.manifest, file)
+        required = [f"tables/{name}.parquet" for name in TABLES] + [f"arrays/{name}.npy" for name in ARRAYS]
+        self.files: dict[str, str] = check_files(self.manifest.get("files"), file, required)
+        check_fields(self.manifest, file, TABLES)
+        check_config(self.manifest, file)
         if validate:
             self.validate()
 
@@ -288,27 +310,76 @@ class Scenario:
         rows = self.manifest.get("rows", {})
         return f"Scenario({str(self.path)!r}, preset={self.manifest.get('preset')!r}, rows={rows})"
 
-    def validate(self) -> None:
-        """Check file checksums against the manifest, then every table's schema, values and references."""
-        files = self.manifest.get("files", {})
-        key = (str(self.path.resolve()), hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
-        if key in _VALIDATED:
+    def validate(self, deep: bool = False) -> None:
+        """Check everything the simulator and env read: every file against the manifest's checksum (and no
+        unlisted file beside them), the Arrow caches against the Parquet files, every table's schema, values,
+        references and sanity, row counts against the manifest, and every array (shape, dtype, finite values,
+        one row per entity).
+
+        ``deep`` (``adsim validate``) also compares each cached table with its Parquet file decoded afresh. SID
+        and reward-model files are checked by their own layers (``adsim.sid.pipeline.check_bundle_sids``,
+        ``reward_models.lightgbm_model.check_bundle_models``), which ``adsim validate`` runs too.
+        """
+        digest = hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()
+        key = (str(self.path.resolve()), digest, deep)
+        if key in _VALIDATED or (not deep and (key[0], digest, True) in _VALIDATED):
             return
-        for rel, expected in files.items():
+        manifest_file = str(self.path / MANIFEST)
+        for rel, expected in self.files.items():
             path = self.path / rel
             if not path.is_file():
                 raise AdSimDataError("file listed in the manifest is missing", file=str(path))
             if sha256(path) != expected:
                 raise AdSimDataError("checksum mismatch with manifest.json: the file was modified or is corrupt",
                                      file=str(path))
-        validate_tables({name: self.table(name) for name in TABLES},
-                        {name: str(table_path(self.path, name)) for name in TABLES})
+        for folder in ARTIFACT_DIRS:
+            for path in sorted((self.path / folder).rglob("*")):
+                rel = path.relative_to(self.path).as_posix()
+                if path.is_file() and rel not in self.files:
+                    raise AdSimDataError("file not listed in the manifest: the simulator would read a file no "
+                                         "checksum vouches for (remove it, or rebuild the bundle)", file=str(path))
+        for name in TABLES:
+            _, rebuilt = cache.ensure_copy(table_path(self.path, name), self.files[f"tables/{name}.parquet"],
+                                           "content" if deep else "digest")
+            if rebuilt:
+                self._tables.pop(name, None)
+        tables = {name: self.table(name) for name in TABLES}
+        has_truth = bool(self.manifest["has_ground_truth"])
+        validate_tables(tables, {name: str(table_path(self.path, name)) for name in TABLES}, sanity=not has_truth)
+        for name, table in tables.items():
+            if len(table) != self.manifest["rows"][name]:
+                raise AdSimDataError(f"table {name} has {len(table)} rows, the manifest says "
+                                     f"{self.manifest['rows'][name]}", file=manifest_file, column="rows")
+        if has_truth:
+            check_world_ads(tables["ads"], self.config, str(table_path(self.path, "ads")))
+        if any(step in self.manifest for step in ("sid", "reward_models")):
+            for name in ("organic_items", "organic_events"):
+                if len(tables[name]) == 0:
+                    raise AdSimDataError("the table is empty, but the bundle's SIDs, reward models and env history "
+                                         "need organic content", file=str(table_path(self.path, name)))
+        self._check_arrays(tables)
         _VALIDATED.add(key)
+
+    def _check_arrays(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        dim = None
+        for rel in sorted(self.files):
+            if not rel.startswith("arrays/"):
+                continue
+            name = rel[len("arrays/"):-len(".npy")]
+            if not rel.endswith(".npy") or "/" in name:
+                raise AdSimDataError("the arrays folder holds only .npy files", file=str(self.path / rel))
+            values = self.array(name)
+            if name in ARRAY_ROWS:
+                check_array(values, str(array_path(self.path, name)), len(tables[ARRAY_ROWS[name]]), dim=dim or 0,
+                            name=name)
+                dim = dim or values.shape[1]
+            elif name.startswith("request_"):
+                check_array(values, str(array_path(self.path, name)), len(tables["requests"]), name=name,
+                            min_value=0.0)
 
     @property
     def config(self) -> WorldConfig | None:
-        cfg = self.manifest.get("config")
-        return WorldConfig.from_dict(cfg) if cfg else None
+        return check_config(self.manifest, str(self.path / MANIFEST))
 
     @cached_property
     def _tables(self) -> dict[str, pd.DataFrame]:
@@ -322,14 +393,12 @@ class Scenario:
             path = table_path(self.path, name)
             if not path.is_file():
                 raise AdSimDataError("table file is missing", file=str(path))
-            self._tables[name] = _mapped_frame(path, self.manifest.get("files", {}).get(f"tables/{name}.parquet"))
+            self._tables[name] = cache.mapped_frame(path, self.files.get(f"tables/{name}.parquet"))
         return self._tables[name]
 
     def array(self, name: str) -> np.ndarray:
-        path = array_path(self.path, name)
-        if not path.is_file():
-            raise AdSimDataError("array file is missing", file=str(path))
-        return np.load(path, mmap_mode="r")
+        """The array ``arrays/NAME.npy``, memory-mapped read-only after a header check (``load_array``)."""
+        return load_array(array_path(self.path, name))
 
     @property
     def ad_embeddings(self) -> np.ndarray:
@@ -344,6 +413,11 @@ class Scenario:
         """The ground truth behind a synthetic bundle, regenerated from its config and seed."""
         if not self.manifest.get("has_ground_truth"):
             raise AdSimError(f"{self.path} was imported from real logs and has no ground truth")
+        generator = self.manifest.get("generator_version")
+        if generator != GENERATOR_VERSION:
+            raise AdSimDataError(f"the bundle was generated by generator version {generator}; this adsim's is "
+                                 f"{GENERATOR_VERSION} and would regenerate a different ground truth from its seed "
+                                 "(rebuild the bundle)", file=str(self.path / MANIFEST), column="generator_version")
         return World(self.config, self.manifest["seed"])
 
 
