@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from benchmarks.report import write_report
 from benchmarks.stats import t_interval
 
@@ -37,17 +38,22 @@ class Config:
     """Bundle path or preset name."""
     seed: int = 0
     test_requests: int = 500
+    """Held-out test requests every policy is scored on."""
     ppo_iterations: int = 50
     train_batch_size: int = 1024
     num_envs_per_env_runner: int = 16
     lr: float = 3e-4
     entropy_coeff: float = 0.01
     simulations: list[int] = field(default_factory=lambda: [16, 64, 256])
+    """MCTS budgets (simulations per request)."""
     mcts_ppo_simulations: int = 64
     """Simulations of MCTS-PPO (PUCT with the PPO module's priors and values); 0 skips it."""
     scorer_factory: str | None = None
+    """module:name of a Scenario -> Scorer callable (fakes, tests)."""
     address: str | None = None
+    """Ray cluster address; default: start a local Ray."""
     num_cpus: int = 2
+    """CPUs of the local Ray."""
     out: Path = Path("results/baselines")
 
     @classmethod
@@ -145,19 +151,9 @@ def mcts_growth(rows: list[dict], per_request: dict[str, dict[str, np.ndarray]],
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny scenario, 100 requests, PPO 2 iterations")
-    parser.add_argument("--scenario")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--test-requests", type=int)
-    parser.add_argument("--ppo-iterations", type=int)
-    parser.add_argument("--simulations", type=int, nargs="+")
-    parser.add_argument("--mcts-ppo-simulations", type=int)
-    parser.add_argument("--scorer-factory", help="module:name of a Scenario -> Scorer callable (fakes, tests)")
-    parser.add_argument("--address", help="Ray cluster address; default: start a local Ray")
-    parser.add_argument("--num-cpus", type=int)
-    parser.add_argument("--out", type=Path)
+    add_dataclass_arguments(parser, Config)
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "quick"}
-    config = Config.quick(**overrides) if args.quick else Config(**overrides)
+    config = dataclass_from_arguments(Config, args, Config.quick() if args.quick else None)
 
     rows, per_request = run(config)
     settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items() if k not in ("out", "address"))

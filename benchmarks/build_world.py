@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from benchmarks.report import write_report
 
 BUDGETS = {"small": (300.0, 4096.0), "medium": (None, 12288.0)}
@@ -28,6 +29,7 @@ BUDGETS = {"small": (300.0, 4096.0), "medium": (None, 12288.0)}
 @dataclass
 class Config:
     presets: list[str] = field(default_factory=lambda: ["tiny", "small", "medium"])
+    """World presets to build, each in its own process."""
     seed: int = 0
     out: Path = Path("results/build_world")
 
@@ -47,20 +49,19 @@ def build_one(preset: str, seed: int, directory: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=Config().presets)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Config.out)
+    add_dataclass_arguments(parser, Config)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    config = dataclass_from_arguments(Config, args)
     if args.child:
-        print(json.dumps(build_one(args.child, args.seed, args.dir)))
+        print(json.dumps(build_one(args.child, config.seed, args.dir)))
         return []
 
     results = []
     with tempfile.TemporaryDirectory(prefix="adsim-bench-") as tmp:
-        for preset in args.presets:
-            child = [sys.executable, "-m", "benchmarks.build_world", "--child", preset, "--seed", str(args.seed),
+        for preset in config.presets:
+            child = [sys.executable, "-m", "benchmarks.build_world", "--child", preset, "--seed", str(config.seed),
                      "--dir", tmp]
             done = subprocess.run(child, capture_output=True, text=True, check=False)
             if done.returncode != 0:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "budget": f"{max_s or '-'} s / {max_mb or '-'} MB", "within_budget": within,
             })
             print(f"{preset}: {results[-1]}", flush=True)
-    write_report(args.out, "build_world", results, title="Synthetic world build: time, throughput, peak memory",
+    write_report(config.out, "build_world", results, title="Synthetic world build: time, throughput, peak memory",
                  notes="Logs only (users, ads, organic items, requests, impressions, organic events); each preset "
                        "in its own process, peak RSS from getrusage.")
     return results

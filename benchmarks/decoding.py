@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from agents.hhd.decoding import BeamConfig, TorchTrie, beam_search, valid_paths
 from agents.hhd.evaluation import scenario_allowed
 from agents.hhd.model import HHD, HHDConfig
 from agents.hhd.sequences import SequenceConfig
-from agents.hhd.train import TrainConfig, add_dataclass_args, load_data, train
+from agents.hhd.train import TrainConfig, load_data, train
 from benchmarks.report import write_report
 
 
@@ -111,11 +112,10 @@ def measure(config: Config, model: HHD, data, device: torch.device) -> list[dict
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, Config)
+    add_dataclass_arguments(parser, Config)
     parser.add_argument("--quick", action="store_true", help="tiny world, a few requests (for tests)")
-    args = vars(parser.parse_args(argv))
-    quick = args.pop("quick")
-    config = replace(replace(Config(), **QUICK) if quick else Config(), **args)
+    args = parser.parse_args(argv)
+    config = dataclass_from_arguments(Config, args, replace(Config(), **QUICK) if args.quick else None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     seq = SequenceConfig(max_len=config.max_len, max_organic=config.max_len // 2, max_ads=config.max_len // 2)

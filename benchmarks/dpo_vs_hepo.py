@@ -18,10 +18,12 @@ import argparse
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from benchmarks.report import write_report
 from benchmarks.stats import paired_differences, t_interval
 
@@ -37,17 +39,25 @@ POSTTRAIN = {
 @dataclass
 class Preset:
     scenario: str = "tiny"
+    """World preset or bundle path."""
     seeds: tuple[int, ...] = (0, 1, 2)
+    """One whole chain (MTP, VAFT, every post-training method) per seed."""
     n_embd: int = 32
     mtp_steps: int = 150
     vaft_steps: int = 60
     batch_size: int = 64
+    """Pre-training and VAFT batch size."""
     iterations: int = 60
+    """Post-training iterations of every method."""
     requests_per_iter: int = 16
     candidates: int = 8
+    """K candidate paths per request while post-training."""
     lr: float = 1e-4
+    """Post-training learning rate."""
     eval_requests: int = 200
+    """Held-out test requests every model is scored on."""
     eval_k: int = 8
+    """Beam candidates per test request."""
 
 
 PRESETS = {
@@ -61,9 +71,11 @@ PRESETS = {
 
 @dataclass
 class Config:
-    preset: str = "quick"
+    preset: Literal["quick", "full", "smoke"] = "quick"
+    """A ``PRESETS`` entry; the preset options below override single settings of it."""
     out: Path = Path("results/dpo_vs_hepo")
     runs: Path = Path("runs/dpo_vs_hepo")
+    """Checkpoints and curves."""
     settings: Preset = field(default_factory=Preset)
 
 
@@ -169,15 +181,12 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-    parser.add_argument("--out", type=Path, default=Config.out)
-    parser.add_argument("--runs", type=Path, default=Config.runs, help="checkpoints and curves")
+    add_dataclass_arguments(parser, Config, exclude=("settings",))
+    add_dataclass_arguments(parser.add_argument_group("preset settings (defaults shown: the quick preset's)"), Preset)
     args = parser.parse_args(argv)
-    settings = PRESETS[args.preset]
-    if args.seeds:
-        settings = replace(settings, seeds=tuple(args.seeds))
-    cfg = Config(preset=args.preset, out=args.out, runs=args.runs, settings=settings)
+    cfg = dataclass_from_arguments(Config, args)
+    settings = dataclass_from_arguments(Preset, args, PRESETS[cfg.preset])
+    cfg = replace(cfg, settings=settings)
 
     started = time.perf_counter()
     rows, curves = [], {}
@@ -187,20 +196,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for name, curve in seed_curves.items():
             curves.setdefault(name, []).append(curve)
     runs = pd.DataFrame(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(args.out / "runs.csv", index=False)
-    plot_curves(curves, args.out / "learning_curves.png")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(cfg.out / "runs.csv", index=False)
+    plot_curves(curves, cfg.out / "learning_curves.png")
     table = summarise(runs)
     keep = ["model", "seeds"] + [c for c in table.columns if c.startswith(("model/", "truth/"))
                                  and c.split("/")[1] in ("ndcg", "opr", "avg_over_oracle", "max_over_oracle",
                                                          "normalised_score")] + ["simulator_calls", "train_seconds"]
-    notes = [f"Preset {args.preset}: {settings}. Wall time {time.perf_counter() - started:.0f} s.",
+    notes = [f"Preset {cfg.preset}: {settings}. Wall time {time.perf_counter() - started:.0f} s.",
              "avg/max_over_oracle: average and best final_value of the K beam candidates divided by the request's "
              "oracle (GPR's normalised avg/max final_value); normalised_score: (avg - random legal) / (oracle - "
              "random legal). 'model' columns use the reward models the policies were trained against, 'truth' "
              "columns the world's true pCTR/pCVR.", "", "GPR reports HEPO > DPO > VAFT > MTP on every column. Here:",
              *verdicts(runs)]
-    write_report(args.out, "dpo_vs_hepo", table[keep], title="DPO vs HEPO (GPR Table 3) on adsim",
+    write_report(cfg.out, "dpo_vs_hepo", table[keep], title="DPO vs HEPO (GPR Table 3) on adsim",
                  notes="\n".join(notes))
     return runs
 

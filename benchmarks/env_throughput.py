@@ -24,6 +24,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from agents.mcts.paths import RequestTries, random_legal_paths
 from benchmarks.report import write_report
 
@@ -44,6 +45,7 @@ print(json.dumps({"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20}))
 @dataclass
 class Config:
     scenario: str = "small"
+    """Bundle path or preset."""
     seed: int = 0
     seconds: float = 3.0
     """Wall time per throughput measurement."""
@@ -203,15 +205,11 @@ def _histogram(values: np.ndarray, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", default=Config.scenario, help="bundle path or preset (default: small)")
-    parser.add_argument("--seed", type=int, default=Config.seed)
-    parser.add_argument("--out", type=Path, default=Config.out)
+    add_dataclass_arguments(parser, Config)
     parser.add_argument("--quick", action="store_true", help="tiny scenario, short measurements")
     args = parser.parse_args(argv)
-    cfg = Config(scenario=args.scenario, seed=args.seed, out=args.out)
-    if args.quick:
-        cfg = Config(scenario="tiny" if args.scenario == Config.scenario else args.scenario, seed=args.seed,
-                     out=args.out, seconds=0.3, vector_sizes=(16,), beam_width=50)
+    quick = Config(scenario="tiny", seconds=0.3, vector_sizes=(16,), beam_width=50)
+    cfg = dataclass_from_arguments(Config, args, quick if args.quick else None)
 
     import envs  # noqa: F401  (registers AdSim-v0)
     from envs.context import open_context

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from adsim import ope
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from adsim.importers.obd import N_POSITIONS, read_obd
 from benchmarks.report import write_report
 from reward_models.pipeline import import_scenario, import_steps
@@ -41,13 +42,13 @@ class Config:
     max_rows: int | None = None
     """Rounds read from each log (None: all 10,000)."""
     n_boot: int = 1000
+    """Bootstrap resamples of every interval."""
     n_sim: int = 50_000
     """Thompson-sampling draws per simulated action distribution."""
     concentrations: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
     reward_model: bool = True
     """Also DM/DR with the bundle's LightGBM reward model (imports the random log with SIDs and reward models)."""
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def quick() -> Config:
@@ -112,20 +113,9 @@ def _logged_mean(feedback: ope.BanditFeedback, config: Config) -> dict:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2,000 rounds, 100 resamples (tests)")
-    parser.add_argument("--out", type=Path, default=Config.out)
-    parser.add_argument("--n-boot", type=int)
-    parser.add_argument("--max-rows", type=int)
-    parser.add_argument("--no-reward-model", action="store_true", help="skip the LightGBM reward model DM/DR")
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(parser, Config)
     args = parser.parse_args(argv)
-    config = quick() if args.quick else Config()
-    config.out, config.seed = args.out, args.seed
-    if args.n_boot:
-        config.n_boot = args.n_boot
-    if args.max_rows:
-        config.max_rows = args.max_rows
-    if args.no_reward_model:
-        config.reward_model = False
+    config = dataclass_from_arguments(Config, args, quick() if args.quick else None)
     table = run(config)
     n = config.max_rows or 10_000
     write_report(config.out, "ope_obd", table, title="Off-policy evaluation on the Open Bandit Dataset (BTS from the "

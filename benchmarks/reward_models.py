@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from adsim.data import Scenario, build_scenario
 from benchmarks.report import command_line
 from reward_models.bundle import bundle_step
@@ -30,10 +31,17 @@ from reward_models.scorer import RewardScorer
 @dataclass
 class Config:
     preset: str = "small"
+    """World preset to build with SIDs and reward models."""
     seed: int = 0
     out: Path = Path("results/reward_models")
     max_requests: int = 20_000
     """Test requests in the uniform-eligible sample (4 ads each)."""
+    bundle: Path | None = None
+    """Evaluate this bundle (with reward_models/) instead of building the preset."""
+
+
+QUICK = dict(preset="tiny", max_requests=2_000)
+"""--quick: the tiny preset and a small sample (a smoke test)."""
 
 
 def build_reward_bundle(preset: str, seed: int, out: Path) -> Path:
@@ -45,19 +53,15 @@ def build_reward_bundle(preset: str, seed: int, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default=Config.preset)
     parser.add_argument("--quick", action="store_true", help="the tiny preset and a small sample (smoke test)")
-    parser.add_argument("--seed", type=int, default=Config.seed)
-    parser.add_argument("--out", type=Path, default=Config.out)
-    parser.add_argument("--bundle", type=Path, help="evaluate this bundle instead of building the preset")
+    add_dataclass_arguments(parser, Config)
     args = parser.parse_args(argv)
-    preset = "tiny" if args.quick else args.preset
-    max_requests = 2_000 if args.quick else Config.max_requests
+    config = dataclass_from_arguments(Config, args, Config(**QUICK) if args.quick else None)
 
     with tempfile.TemporaryDirectory(prefix="adsim-rm-bench-") as tmp:
-        path = args.bundle or build_reward_bundle(preset, args.seed, Path(tmp) / "bundle")
+        path = config.bundle or build_reward_bundle(config.preset, config.seed, Path(tmp) / "bundle")
         scenario = Scenario(path)
-        results = evaluate_scorer(scenario, RewardScorer.load(path, scenario), max_requests, seed=args.seed)
+        results = evaluate_scorer(scenario, RewardScorer.load(path, scenario), config.max_requests, seed=config.seed)
         summary = scenario.manifest.get("reward_models", {})
     obd = evaluate_open_bandit()
     results["open_bandit"] = obd["open_bandit"]
@@ -69,12 +73,12 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
               f"pCTR {summary.get('pctr', {}).get('best_iteration')} / pCVR "
               f"{summary.get('pcvr', {}).get('best_iteration')}. Real clicks: Open Bandit Dataset, uniform-random "
               "log (Saito et al. 2021), early 70% train / late 30% test.")
-    write_report(results, args.out, title="Reward models: held-out quality, blind spot, real clicks", header=header)
+    write_report(results, config.out, title="Reward models: held-out quality, blind spot, real clicks", header=header)
     print(header, "\n")
     for name in ("metrics", "open_bandit"):
         print(results[name].to_markdown(index=False, floatfmt=".4g"), "\n")
     print(truth_summary(results["truth"]).to_markdown(index=False, floatfmt=".4g"))
-    print(f"\nwritten to {args.out}/")
+    print(f"\nwritten to {config.out}/")
     return results
 
 

@@ -20,14 +20,17 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from benchmarks.report import write_report
 
 METRIC = "env_runners/final_value"
+PROCESS_REWARDS = {"on": [True], "off": [False], "both": [False, True]}
+"""``--process-rewards`` choices -> the grid's ``process_rewards``."""
 
 
 @dataclass
@@ -36,8 +39,11 @@ class Config:
     """Bundle path or preset name."""
     seed: int = 0
     lr: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    """Learning rates of the grid."""
     entropy_coeff: list[float] = field(default_factory=lambda: [0.0, 0.01])
+    """Entropy coefficients of the grid."""
     process_rewards: list[bool] = field(default_factory=lambda: [False, True])
+    """Process rewards off and/or on in the grid (``--process-rewards on|off|both``)."""
     iterations: int = 30
     """Training iterations per trial."""
     train_batch_size: int = 1024
@@ -50,6 +56,7 @@ class Config:
     eval_requests: int = 500
     """Held-out test requests the best configurations are scored on."""
     scorer_factory: str | None = None
+    """module:name of a Scenario -> Scorer callable (fakes, tests)."""
     address: str | None = None
     """Ray cluster address ("auto", "ray://..."); None starts a local Ray with ``num_cpus``."""
     num_cpus: int = 2
@@ -173,26 +180,13 @@ def run(config: Config) -> tuple[list[dict], list[dict]]:
 def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 PPO trials x 2 iterations and 1 MCTS trial, tiny")
-    parser.add_argument("--scenario")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--lr", type=float, nargs="+")
-    parser.add_argument("--entropy-coeff", type=float, nargs="+")
-    parser.add_argument("--process-rewards", choices=["on", "off", "both"])
-    parser.add_argument("--iterations", type=int)
-    parser.add_argument("--train-batch-size", type=int)
-    parser.add_argument("--num-env-runners", type=int)
-    parser.add_argument("--mcts-simulations", type=int, nargs="+")
-    parser.add_argument("--eval-requests", type=int)
-    parser.add_argument("--scorer-factory", help="module:name of a Scenario -> Scorer callable (fakes, tests)")
-    parser.add_argument("--address", help="Ray cluster address; default: start a local Ray")
-    parser.add_argument("--num-cpus", type=int)
-    parser.add_argument("--storage-path")
-    parser.add_argument("--out", type=Path)
+    add_dataclass_arguments(parser, Config, exclude=("process_rewards",))
+    parser.add_argument("--process-rewards", choices=sorted(PROCESS_REWARDS),
+                        help="process rewards off and/or on in the grid (default: both)")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("quick", "process_rewards")}
+    config = dataclass_from_arguments(Config, args, Config.quick() if args.quick else None)
     if args.process_rewards is not None:
-        overrides["process_rewards"] = {"on": [True], "off": [False], "both": [False, True]}[args.process_rewards]
-    config = Config.quick(**overrides) if args.quick else Config(**overrides)
+        config = replace(config, process_rewards=PROCESS_REWARDS[args.process_rewards])
 
     rows, best_rows = run(config)
     settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items() if k not in ("out", "address"))

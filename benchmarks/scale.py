@@ -23,9 +23,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from benchmarks.report import write_report
 
 
@@ -46,7 +48,13 @@ class Config:
     """Requests per oracle batch (each scores every ad)."""
     repeats: int = 2
     """Each measurement is repeated; the best time is reported (the least disturbed by other jobs)."""
+    stages: tuple[Literal["build", "evaluate"], ...] = ("build", "evaluate")
+    """What to measure: building the logs, evaluating candidate paths (and the oracle)."""
     out: Path = Path("results/scale")
+
+
+QUICK = dict(preset="tiny", eval_batches=4, eval_requests=256, oracle_requests=64, repeats=1)
+"""--quick: the tiny preset and small batches (a smoke test)."""
 
 
 class MemorySampler:
@@ -193,19 +201,10 @@ def bench_evaluation(cfg: Config, tmp: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default=Config.preset)
-    parser.add_argument("--seed", type=int, default=Config.seed)
-    parser.add_argument("--workers", type=int, nargs="+", default=Config().workers)
-    parser.add_argument("--ray-address", default=Config.ray_address)
-    parser.add_argument("--repeats", type=int, default=Config.repeats)
-    parser.add_argument("--stages", nargs="+", choices=("build", "evaluate"), default=["build", "evaluate"])
     parser.add_argument("--quick", action="store_true", help="tiny preset, small batches (tests)")
-    parser.add_argument("--out", type=Path, default=Config.out)
+    add_dataclass_arguments(parser, Config)
     args = parser.parse_args(argv)
-    cfg = Config(preset="tiny" if args.quick else args.preset, seed=args.seed, workers=args.workers,
-                 ray_address=args.ray_address, repeats=args.repeats, out=args.out)
-    if args.quick:
-        cfg.eval_batches, cfg.eval_requests, cfg.oracle_requests, cfg.repeats = 4, 256, 64, 1
+    cfg = dataclass_from_arguments(Config, args, Config(**QUICK) if args.quick else None)
 
     import ray
 
@@ -218,8 +217,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with ray_session(cfg.ray_address, max(cfg.workers)):
             ray_start = time.perf_counter() - started
             cpus = int(ray.cluster_resources().get("CPU", 0))
-            rows = ((bench_build(cfg, Path(tmp)) if "build" in args.stages else [])
-                    + (bench_evaluation(cfg, Path(tmp)) if "evaluate" in args.stages else []))
+            rows = ((bench_build(cfg, Path(tmp)) if "build" in cfg.stages else [])
+                    + (bench_evaluation(cfg, Path(tmp)) if "evaluate" in cfg.stages else []))
     for row in rows:
         base = next(r for r in rows if r["stage"] == row["stage"] and r["mode"] == "single process")
         row["speedup"] = round(row["throughput"] / base["throughput"], 2)

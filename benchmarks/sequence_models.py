@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from agents.hhd.decoding import BeamConfig
 from agents.hhd.evaluation import (
     AllowedFn,
@@ -40,7 +41,7 @@ from agents.hhd.evaluation import (
 )
 from agents.hhd.model import ABLATIONS, HHD, HHDConfig
 from agents.hhd.sequences import SequenceConfig
-from agents.hhd.train import TrainConfig, TrainData, add_dataclass_args, load_data, train
+from agents.hhd.train import TrainConfig, TrainData, load_data, train
 from benchmarks.report import write_report
 from benchmarks.stats import paired_differences, t_interval
 
@@ -244,11 +245,10 @@ def run_jobs(config: Config, jobs: list[Job], tmp: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, Config)
+    add_dataclass_arguments(parser, Config)
     parser.add_argument("--quick", action="store_true", help="tiny world, 1 seed, a few steps (for tests)")
-    args = vars(parser.parse_args(argv))
-    quick = args.pop("quick")
-    config = replace(replace(Config(), **QUICK) if quick else Config(), **args)
+    args = parser.parse_args(argv)
+    config = dataclass_from_arguments(Config, args, replace(Config(), **QUICK) if args.quick else None)
     _init_worker(config.threads)
     sections = ["world"] + (["amazon"] if config.amazon else [])
     dims = dict(n_embd=config.n_embd, ffn_mult=config.ffn_mult)

@@ -19,10 +19,12 @@ import argparse
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from adsim.sid import (
     RQVAE,
     CommercialConfig,
@@ -58,7 +60,7 @@ class Config:
     """Like the shipped reference SIDs."""
     amazon_items: int | None = None
     """Use only the first N Amazon items (None = all 3,686)."""
-    text_encoder: str = "minilm"
+    text_encoder: Literal["minilm", "hashing"] = "minilm"
     """"minilm" (the ``text`` extra) or "hashing" (no model; smoke runs)."""
     synthetic_ads: int = 8000
     synthetic_dim: int = 32
@@ -74,7 +76,7 @@ class Config:
     kmeans_iters: int = 50
     scenario: str = "small"
     """adsim.load_scenario preset or path; '' skips."""
-    datasets: tuple[str, ...] = ("amazon", "synthetic", "scenario")
+    datasets: tuple[Literal["amazon", "synthetic", "scenario"], ...] = ("amazon", "synthetic", "scenario")
     pipeline: dict = field(default_factory=dict)
     """SidConfig overrides for the ``fit_scenario_sids`` row (empty = its defaults)."""
 
@@ -326,21 +328,9 @@ def write_report(results: pd.DataFrame, cfg: Config, command: str, elapsed: floa
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (hashing text embeddings, 2 seeds)")
-    parser.add_argument("--out", type=Path, default=Config.out)
-    parser.add_argument("--seeds", type=int, nargs="+")
-    parser.add_argument("--datasets", nargs="+", choices=Config.datasets)
-    parser.add_argument("--scenario", help="adsim.load_scenario preset or path ('' skips)")
-    parser.add_argument("--text-encoder", choices=["minilm", "hashing"])
-    parser.add_argument("--epochs", type=int)
+    add_dataclass_arguments(parser, Config, exclude=("pipeline",))
     args = parser.parse_args(argv)
-    cfg = Config(**QUICK) if args.quick else Config()
-    for name in ("out", "scenario", "text_encoder", "epochs"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    for name in ("seeds", "datasets"):
-        if getattr(args, name):
-            setattr(cfg, name, tuple(getattr(args, name)))
-    return cfg
+    return dataclass_from_arguments(Config, args, Config(**QUICK) if args.quick else None)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -21,22 +21,20 @@ take.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
-import inspect
 import json
 import math
 import time
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 import adsim
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from adsim.trie import SidTrie
 from agents.checkpoint import Checkpoint, rng_state
 from agents.hhd.decoding import path_legal_masks, trie_legal
@@ -59,11 +57,11 @@ class TrainConfig:
     """Seed of a preset scenario."""
     seed: int = 0
     """Seeds the model init, the batch order and the refiner's noise."""
-    arch: str = "hhd"
+    arch: Literal["hhd", "hstu"] = "hhd"
     """Starting model config: "hhd" (every component on) or "hstu" (the baseline); --model.* overrides it."""
     model: HHDConfig = field(default_factory=HHDConfig)
     seq: SequenceConfig = field(default_factory=SequenceConfig)
-    stage: str = "pretrain"
+    stage: Literal["pretrain", "vaft"] = "pretrain"
     """"pretrain" (MTP) or "vaft" (value-aware fine-tuning)."""
     init_from: str | None = None
     """Checkpoint whose weights start this run (VAFT after pre-training); its model config is used."""
@@ -281,49 +279,12 @@ def train(config: TrainConfig, data: TrainData | None = None, verbose: bool = Tr
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (as tyro shows them)."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One ``--prefix.name`` option per field (nested dataclasses recurse); unset options stay out of the Namespace."""
-    hints, docs, default = typing.get_type_hints(cls), field_docs(cls), cls()
-    for f in fields(cls):
-        hint, value = hints[f.name], getattr(default, f.name)
-        if f.name in getattr(cls, "FROM_DATA", ()):
-            continue
-        if is_dataclass(value):
-            add_dataclass_args(parser, type(value), f"{prefix}{f.name}.")
-            continue
-        kwargs: dict = {"default": argparse.SUPPRESS, "help": f"{docs.get(f.name, '')} (default: {value})"}
-        if isinstance(hint, types.UnionType):  # X | None
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="+", type=typing.get_args(hint)[0])
-        else:
-            kwargs["type"] = hint
-        parser.add_argument(f"--{prefix}{f.name}".replace("_", "-"), dest=f"{prefix}{f.name}", **kwargs)
-
-
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     )
-    add_dataclass_args(parser, TrainConfig)
-    given = vars(parser.parse_args(argv))
-    nested = {name: {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(f"{name}.")}
-              for name in ("model", "seq")}
-    top = {k: v for k, v in given.items() if "." not in k}
-    base = HHDConfig.hstu() if top.get("arch") == "hstu" else HHDConfig()
-    return TrainConfig(**top, model=replace(base, **nested["model"]), seq=SequenceConfig(**nested["seq"]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_dataclass_arguments(parser, TrainConfig, exclude=[f"model.{name}" for name in HHDConfig.FROM_DATA])
+    args = parser.parse_args(argv)
+    base = TrainConfig(model=HHDConfig.hstu()) if getattr(args, "arch", None) == "hstu" else None
+    return dataclass_from_arguments(TrainConfig, args, base)
 
 
 def main(argv: list[str] | None = None) -> None:

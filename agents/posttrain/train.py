@@ -30,17 +30,18 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.simulator import Scorer
 from agents.checkpoint import Checkpoint, rng_state
 from agents.hhd.decoding import TorchTrie
 from agents.hhd.model import HHD
 from agents.hhd.sequences import ENV_FEATURES, Batch, ScenarioSequences, SequenceConfig, scenario_sids
-from agents.hhd.train import add_dataclass_args
 from agents.posttrain import objectives as obj
 from envs.context import SimulatorContext, open_context
 
@@ -52,8 +53,7 @@ METHODS = ("hepo", "grpo", "dpo")
 class PostTrainConfig:
     init_from: str = ""
     """VAFT (or MTP) checkpoint of agents.hhd.train: the starting policy and DPO's reference."""
-    method: str = "hepo"
-    """"hepo" | "grpo" | "dpo"."""
+    method: Literal["hepo", "grpo", "dpo"] = "hepo"
     process_rewards: bool = True
     """HEPO only: GAE over process rewards at coarse levels (off: they are zero, the ablation)."""
     arr_ratio: float = 0.0
@@ -275,11 +275,8 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_dataclass_args(parser, PostTrainConfig)
-    given = vars(parser.parse_args(argv))
-    seq = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("seq.")}
-    top = {k: v for k, v in given.items() if "." not in k}
-    result = train(PostTrainConfig(**top, seq=SequenceConfig(**seq)))
+    add_dataclass_arguments(parser, PostTrainConfig)
+    result = train(dataclass_from_arguments(PostTrainConfig, parser.parse_args(argv)))
     print(json.dumps(result.curve[-1]))
 
 
