@@ -37,11 +37,13 @@ from adsim.importers.canonical import (
     ORGANIC_ITEM_DEFAULTS,
     SECONDS_PER_DAY,
     SPLIT_FRACTIONS,
+    TARGETS,
     USER_DEFAULTS,
     ImportedLogs,
     RawLogs,
 )
 from adsim.importers.encoding import activity_groups, dense_codes
+from adsim.importers.parsing import Origin
 from adsim.simulator.history import EventIndex
 from adsim.world.config import GOALS, ORGANIC_KINDS
 from adsim.world.logs import SPLITS
@@ -62,12 +64,33 @@ def _split_by_time(n: int) -> np.ndarray:
     return np.asarray(SPLITS)[np.searchsorted(edges, rank, side="right")]
 
 
-def _check_keys(values: pd.Series, known: pd.Index, what: str, source: str, column: str) -> np.ndarray:
+def _check_keys(values: pd.Series, known: pd.Index, what: str, origin: Origin, field: str, adsim: str
+                ) -> np.ndarray:
     pos = known.get_indexer(values)
     if (pos < 0).any():
-        raise AdSimDataError(f"{what} not in the {what} table", file=source, column=column,
-                             rows=np.flatnonzero(pos < 0))
+        raise origin.error(f"{what} key not in the {what}s read (no {what} row for it)", np.flatnonzero(pos < 0),
+                           field, adsim)
     return pos.astype(np.int64)
+
+
+def _origin(raw: RawLogs, frame: str, n: int) -> Origin:
+    """The importer's origin of ``frame``, or (an importer that records none) its rows by position."""
+    origin = raw.origins.get(frame)
+    return origin if origin is not None and len(origin) == n else Origin.positions(f"{raw.source}:{frame}", n)
+
+
+def table_origin(origin: Origin, frame: str, table: str, **derived: str) -> Origin:
+    """``origin`` (of a canonical frame) re-keyed by the columns of adsim ``table`` its fields become; ``derived``
+    adds adsim columns computed from a field (``day="ts"``)."""
+    columns = {}
+    for name, target in TARGETS[frame].items():
+        target_table, column = target.split(".")
+        if target_table == table and name in origin.columns:
+            columns[column] = origin.columns[name]
+    for column, name in derived.items():
+        if name in origin.columns:
+            columns[column] = origin.columns[name]
+    return origin.with_columns(columns)
 
 
 def assemble(raw: RawLogs) -> ImportedLogs:
@@ -78,21 +101,25 @@ def assemble(raw: RawLogs) -> ImportedLogs:
     missing = [c for c in EVENT_REQUIRED if c not in ev.columns]
     if missing:
         raise AdSimDataError(f"events lack column(s) {missing}", file=src, column=missing[0])
+    ev_origin = _origin(raw, "events", len(ev))
     if len(ev) == 0:
-        raise AdSimDataError("no logged impressions", file=src)
+        raise ev_origin.error("no logged impressions")
     if (ev["ts"].to_numpy() < 0).any():
-        raise AdSimDataError("timestamps before the first day", file=src, column="ts",
-                             rows=np.flatnonzero(ev["ts"].to_numpy() < 0))
+        raise ev_origin.error("timestamps before the first day", np.flatnonzero(ev["ts"].to_numpy() < 0), "ts",
+                              "requests.ts")
     ev = _with_defaults(ev, EVENT_DEFAULTS, defaults["events"])
 
     # ---- ads
     ads = _with_defaults(raw.ads, AD_DEFAULTS, defaults["ads"])
+    ads_origin = _origin(raw, "ads", len(ads))
     if "industry_l1" not in raw.ads.columns:
         ads["industry_l1"] = ads["industry"]
         defaults["ads"]["industry_l1"] = "= industry"
+        if "industry" in ads_origin.columns:
+            ads_origin = ads_origin.with_columns({**ads_origin.columns, "industry_l1": ads_origin.columns["industry"]})
     if len(raw.ad_embeddings) != len(ads):
         raise AdSimDataError(f"{len(ads)} ads but {len(raw.ad_embeddings)} ad embeddings", file=src)
-    ad_pos = _check_keys(ev["ad"], ads.index, "ad", src, "ad")
+    ad_pos = _check_keys(ev["ad"], ads.index, "ad", ev_origin, "ad", "impressions.ad_id")
     goal = ads["goal"].astype(str).to_numpy()
 
     # ---- requests: one per distinct request key, in time order
@@ -100,24 +127,30 @@ def assemble(raw: RawLogs) -> ImportedLogs:
         ev["request"] = np.arange(len(ev))
         defaults["events"]["request"] = "one request per impression"
     order = np.lexsort((ev["position"].to_numpy(), ev["request"].to_numpy(), ev["ts"].to_numpy()))
-    ev, ad_pos = ev.iloc[order].reset_index(drop=True), ad_pos[order]
+    ev, ad_pos, ev_origin = ev.iloc[order].reset_index(drop=True), ad_pos[order], ev_origin.take(order)
     first = ~ev["request"].duplicated().to_numpy()
     request_of_event = np.cumsum(first) - 1  # dense request ids, time ordered
     req_rows = ev.loc[first]
+    req_origin = ev_origin.take(np.flatnonzero(first))
     n_req = len(req_rows)
-    for column in ("ts", "user"):
+    for column in ("ts", "user", "device", "placement", "n_slots", "privacy", "split"):
+        if column not in ev.columns:
+            continue
         bad = ev.groupby("request")[column].transform("nunique").to_numpy() > 1
         if bad.any():
-            raise AdSimDataError(f"impressions of one request have different {column} values", file=src,
-                                 column="request", rows=np.flatnonzero(bad))
+            raise ev_origin.error(f"impressions of one request have different {column} values", np.flatnonzero(bad),
+                                  column, TARGETS["events"][column])
 
     # ---- users
     if raw.users is None:
-        users = pd.DataFrame(index=pd.Index(np.sort(ev["user"].unique())))
+        keys, first_event = np.unique(ev["user"].to_numpy(), return_index=True)
+        users = pd.DataFrame(index=pd.Index(keys))
+        users_origin = ev_origin.take(first_event).with_columns({})
     else:
         users = raw.users
+        users_origin = _origin(raw, "users", len(users))
     users = _with_defaults(users, USER_DEFAULTS, defaults["users"])
-    user_of_request = _check_keys(req_rows["user"], users.index, "user", src, "user")
+    user_of_request = _check_keys(req_rows["user"], users.index, "user", req_origin, "user", "requests.user_id")
     n_users = len(users)
     counts = np.bincount(user_of_request, minlength=n_users)
     device = req_rows["device"].to_numpy().astype(np.int64)
@@ -132,14 +165,14 @@ def assemble(raw: RawLogs) -> ImportedLogs:
         split = req_rows["split"].astype(str).to_numpy()
         bad = ~np.isin(split, SPLITS)
         if bad.any():
-            raise AdSimDataError(f"split outside {list(SPLITS)}", file=src, column="split", rows=np.flatnonzero(bad))
+            raise req_origin.error(f"split outside {list(SPLITS)}", np.flatnonzero(bad), "split", "requests.split")
     else:
         split = _split_by_time(n_req)
         defaults["events"]["split"] = f"time quantiles {list(SPLIT_FRACTIONS)}"
     if "n_slots" in ev.columns:
         n_slots = req_rows["n_slots"].to_numpy()
     else:
-        n_slots = np.bincount(request_of_event, minlength=n_req)
+        n_slots = np.clip(np.bincount(request_of_event, minlength=n_req), 1, 3)
         defaults["events"]["n_slots"] = "impressions per request, within 1..3"
     requests = pd.DataFrame({
         "request_id": np.arange(n_req, dtype=np.int64),
@@ -149,12 +182,11 @@ def assemble(raw: RawLogs) -> ImportedLogs:
         "hour": (ts % SECONDS_PER_DAY // 3600).astype(np.int8),
         "device": device.astype(np.int8),
         "placement": req_rows["placement"].to_numpy().astype(np.int8),
-        "n_slots": np.clip(n_slots, 1, 3).astype(np.int8),
+        "n_slots": np.asarray(n_slots).astype(np.int8),
         "privacy": req_rows["privacy"].to_numpy().astype(bool),
         "is_synthetic": np.zeros(n_req, dtype=bool),
         "split": pd.Categorical(split, categories=list(SPLITS)),
     })
-
     # ---- impressions
     click = ev["click"].to_numpy().astype(bool)
     conversion = ev["conversion"].to_numpy().astype(bool)
@@ -201,7 +233,7 @@ def assemble(raw: RawLogs) -> ImportedLogs:
         "industry_l1": dense_codes(ads["industry_l1"].to_numpy()).astype(np.int16),
         "goal": pd.Categorical(goal, categories=list(GOALS)),
         "roi_target": ads["roi_target"].to_numpy().astype(np.float32),
-        "bid": bid_values(ads, src),
+        "bid": bid_values(ads, ads_origin),
         "target_age_mask": np.full(len(ads), (1 << n_age) - 1, dtype=np.int16),
         "target_gender_mask": np.full(len(ads), 3, dtype=np.int8),
         "target_region_mask": np.full(len(ads), (1 << n_region) - 1, dtype=np.int64),
@@ -212,7 +244,7 @@ def assemble(raw: RawLogs) -> ImportedLogs:
     defaults["ads"]["targeting"] = "untargeted: every age bucket, both genders, every region"
 
     # ---- organic content
-    organic_items, organic_events, organic_emb, dropped = _organic(raw, users, requests, defaults)
+    organic_items, organic_events, organic_emb, dropped, organic_origins = _organic(raw, users, requests, defaults)
 
     tables = {"users": users_table, "ads": ads_table, "organic_items": organic_items,
               "organic_events": organic_events, "requests": requests, "impressions": impressions}
@@ -222,23 +254,31 @@ def assemble(raw: RawLogs) -> ImportedLogs:
         request_arrays["request_market_price"] = req_rows["market_price"].to_numpy().astype(np.float32)
     notes = {**raw.notes, "defaults": {k: _jsonable(v) for k, v in defaults.items() if v},
              "organic_events_dropped_after_last_request": dropped}
-    return ImportedLogs(src, tables, arrays, request_arrays, {"import": notes, **raw.extra})
+    origins = {
+        "impressions": table_origin(ev_origin, "events", "impressions"),
+        "requests": table_origin(req_origin, "events", "requests", day="ts", hour="ts"),
+        "users": table_origin(users_origin, "users", "users"),
+        "ads": table_origin(ads_origin, "ads", "ads"),
+        **organic_origins,
+    }
+    return ImportedLogs(src, tables, arrays, request_arrays, {"import": notes, **raw.extra}, origins)
 
 
-def bid_values(ads: pd.DataFrame, source: str) -> np.ndarray:
+def bid_values(ads: pd.DataFrame, origin: Origin) -> np.ndarray:
     bid = ads["bid"].to_numpy().astype(np.float64)
     bad = ~(np.isfinite(bid) & (bid > 0))
     if bad.any():
-        raise AdSimDataError("bids must be positive numbers", file=source, column="bid", rows=np.flatnonzero(bad))
+        raise origin.error("bids must be positive numbers", np.flatnonzero(bad), "bid", "ads.bid")
     return bid
 
 
 def _organic(raw: RawLogs, users: pd.DataFrame, requests: pd.DataFrame, defaults: dict
-             ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, int]:
-    """Organic items and events, each event tied to the user's first request at or after it."""
+             ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, int, dict[str, Origin]]:
+    """Organic items and events, each event tied to the user's first request at or after it (and their origins)."""
     dim = raw.ad_embeddings.shape[1]
     items = raw.organic_items if raw.organic_items is not None else pd.DataFrame(index=pd.Index([], dtype=object))
     items = _with_defaults(items, ORGANIC_ITEM_DEFAULTS, defaults["organic_items"])
+    items_origin = _origin(raw, "organic_items", len(items))
     emb = raw.organic_embeddings if raw.organic_embeddings is not None else np.zeros((0, dim), np.float32)
     if len(emb) != len(items) or (len(emb) and emb.shape[1] != dim):
         raise AdSimDataError(f"organic embeddings {np.shape(emb)} do not match {len(items)} items x {dim} dims",
@@ -246,8 +286,8 @@ def _organic(raw: RawLogs, users: pd.DataFrame, requests: pd.DataFrame, defaults
     kinds = items["kind"].astype(str).to_numpy()
     bad = ~np.isin(kinds, ORGANIC_KINDS)
     if bad.any():
-        raise AdSimDataError(f"organic kind outside {list(ORGANIC_KINDS)}", file=raw.source, column="kind",
-                             rows=np.flatnonzero(bad))
+        raise items_origin.error(f"organic kind outside {list(ORGANIC_KINDS)}", np.flatnonzero(bad), "kind",
+                                 "organic_items.kind")
     items_table = pd.DataFrame({
         "item_id": np.arange(len(items), dtype=np.int64),
         "kind": pd.Categorical(kinds, categories=list(ORGANIC_KINDS)),
@@ -255,9 +295,14 @@ def _organic(raw: RawLogs, users: pd.DataFrame, requests: pd.DataFrame, defaults
     })
     ev = raw.organic_events if raw.organic_events is not None else pd.DataFrame({"user": [], "item": [], "ts": []})
     ev = ev.reset_index(drop=True)
-    user = _check_keys(ev["user"], users.index, "user", raw.source, "organic user") if len(ev) else np.zeros(0, int)
-    item = _check_keys(ev["item"], items.index, "item", raw.source, "organic item") if len(ev) else np.zeros(0, int)
+    ev_origin = _origin(raw, "organic_events", len(ev))
+    user = (_check_keys(ev["user"], users.index, "user", ev_origin, "user", "organic_events.user_id") if len(ev)
+            else np.zeros(0, int))
+    item = (_check_keys(ev["item"], items.index, "item", ev_origin, "item", "organic_events.item_id") if len(ev)
+            else np.zeros(0, int))
     ts = ev["ts"].to_numpy().astype(np.int64)
+    if (ts < 0).any():
+        raise ev_origin.error("timestamps before the first day", np.flatnonzero(ts < 0), "ts", "organic_events.ts")
     dwell = ev["dwell_s"].to_numpy().astype(np.float32) if "dwell_s" in ev else np.zeros(len(ev), np.float32)
     if "dwell_s" not in ev and len(ev):
         defaults["organic_items"]["dwell_s"] = 0.0
@@ -277,7 +322,9 @@ def _organic(raw: RawLogs, users: pd.DataFrame, requests: pd.DataFrame, defaults
         "request_id": rid[keep].astype(np.int64),
         "dwell_s": dwell[keep],
     })
-    return items_table, events_table, np.asarray(emb, dtype=np.float32), int(len(ev) - len(keep))
+    origins = {"organic_items": table_origin(items_origin, "organic_items", "organic_items"),
+               "organic_events": table_origin(ev_origin.take(keep), "organic_events", "organic_events")}
+    return items_table, events_table, np.asarray(emb, dtype=np.float32), int(len(ev) - len(keep)), origins
 
 
 def _jsonable(value):

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from adsim.data.schema import TABLES
+from adsim.importers.parsing import Origin
+
 SECONDS_PER_DAY = 86_400
 MAX_REGIONS = 62
 """Region codes 0..61: the ``target_region_mask`` bit set is an int64."""
@@ -46,6 +49,38 @@ USER_DEFAULTS: dict[str, object] = {"age_bucket": 0, "gender": 0, "region": 0, "
 """``primary_device`` None: the device of most of the user's requests."""
 ORGANIC_ITEM_DEFAULTS: dict[str, object] = {"kind": "article", "topic": 0}
 
+FRAMES = ("events", "ads", "users", "organic_items", "organic_events")
+TARGETS: dict[str, dict[str, str]] = {
+    "events": {"user": "requests.user_id", "ad": "impressions.ad_id", "ts": "requests.ts",
+               "click": "impressions.click", "request": "impressions.request_id",
+               "position": "impressions.position", "propensity": "impressions.propensity",
+               "ranking_ecpm": "impressions.ranking_ecpm", "conversion": "impressions.conversion",
+               "cost": "impressions.cost", "gmv": "impressions.gmv", "device": "requests.device",
+               "placement": "requests.placement", "n_slots": "requests.n_slots", "privacy": "requests.privacy",
+               "split": "requests.split"},
+    "ads": {"advertiser": "ads.advertiser_id", "industry": "ads.industry", "industry_l1": "ads.industry_l1",
+            "goal": "ads.goal", "bid": "ads.bid", "roi_target": "ads.roi_target", "daily_budget": "ads.daily_budget",
+            "created_day": "ads.created_day", "conversion_value": "ads.conversion_value"},
+    "users": {"age_bucket": "users.age_bucket", "gender": "users.gender", "region": "users.region",
+              "primary_device": "users.primary_device"},
+    "organic_items": {"kind": "organic_items.kind", "topic": "organic_items.topic"},
+    "organic_events": {"user": "organic_events.user_id", "item": "organic_events.item_id",
+                       "ts": "organic_events.ts", "dwell_s": "organic_events.dwell_s"},
+}
+"""Each canonical field of each frame -> the adsim ``table.column`` it becomes (what errors call it)."""
+KEYS = ("user", "ad", "request", "item", "advertiser", "industry", "industry_l1", "region", "topic")
+"""Fields that hold any key (coded by adsim): no value range."""
+
+
+def field_bounds(frame: str, name: str) -> tuple[tuple[float | None, float | None], bool]:
+    """((min, max), must be positive) a source value of ``name`` in ``frame`` must satisfy: the adsim schema's range
+    of the column it becomes (``TARGETS``), bids positive. Keys and the clock have none here."""
+    if name in KEYS or name == "ts" or name not in TARGETS.get(frame, {}):
+        return (None, None), False
+    table, column = TARGETS[frame][name].split(".")
+    spec = next(c for c in TABLES[table] if c.name == column)
+    return (spec.min_value, spec.max_value), name == "bid"
+
 
 @dataclass
 class RawLogs:
@@ -69,6 +104,9 @@ class RawLogs:
     """The manifest's ``import`` entry: files, how the source's columns were mapped, the defaults used."""
     extra: dict = field(default_factory=dict)
     """Other top-level manifest entries (e.g. ``label_sampling``, ``auction``)."""
+    origins: dict[str, Origin] = field(default_factory=dict)
+    """Per frame (``FRAMES``): the user's file and data row of each row and the user's column of each field, so
+    errors found while assembling name them. A frame without one is reported by its ``source`` name."""
 
 
 @dataclass
@@ -80,3 +118,5 @@ class ImportedLogs:
     arrays: dict[str, np.ndarray]
     request_arrays: dict[str, np.ndarray]
     manifest: dict
+    origins: dict[str, Origin] = field(default_factory=dict)
+    """Per table: the user's file and data row behind each row, and the user's column behind each adsim column."""

@@ -40,7 +40,7 @@ import pandas as pd
 from adsim.errors import AdSimDataError
 from adsim.importers.canonical import RawLogs
 from adsim.importers.encoding import feature_embeddings
-from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
+from adsim.importers.parsing import Origin, check_max_rows, read_delimited, seconds_since_first_midnight
 from adsim.paths import shared_data_set
 
 COLUMNS = ("click weekday hour bidid timestamp logtype ipinyouid useragent IP region city adexchange domain url urlid "
@@ -49,6 +49,11 @@ COLUMNS = ("click weekday hour bidid timestamp logtype ipinyouid useragent IP re
 FILES = ("train.log.txt", "test.log.txt")
 MALE, FEMALE = "10110", "10111"
 VALID_FRACTION = 0.15
+EVENT_COLUMNS = {"user": "ipinyouid", "ad": "creative", "ts": "timestamp", "click": "click", "device": "useragent",
+                 "placement": "adexchange", "cost": "payprice", "ranking_ecpm": "bidprice",
+                 "bid": "bidprice (the creative's median)", "gender": "usertag", "region": "city",
+                 "item": "domain"}
+"""The file's column behind each canonical field (errors name it)."""
 
 
 def ipinyou_files(src: str | Path | None) -> list[Path]:
@@ -61,28 +66,30 @@ def ipinyou_files(src: str | Path | None) -> list[Path]:
     return files
 
 
-def _read(path: Path, max_rows: int | None) -> pd.DataFrame:
+def _read(path: Path, max_rows: int | None) -> tuple[pd.DataFrame, Origin, dict]:
     raw = read_delimited(path, sep="\t", header=False, n_columns=(27, 29), names=COLUMNS, nrows=max_rows)
-    f = str(path)
-    out = pd.DataFrame({"bidid": raw["bidid"].to_numpy(), "user": raw["ipinyouid"].to_numpy(),
-                        "creative": raw["creative"].to_numpy(), "domain": raw["domain"].to_numpy(),
-                        "useragent": raw["useragent"].to_numpy(), "city": raw["city"].to_numpy(),
-                        "usertag": raw["usertag"].to_numpy()})
-    stamp = numeric(raw, "timestamp", f, int)  # yyyyMMddHHmmssSSS
+    frame = raw.frame
+    out = pd.DataFrame({"bidid": frame["bidid"].to_numpy(), "user": frame["ipinyouid"].to_numpy(),
+                        "creative": frame["creative"].to_numpy(), "domain": frame["domain"].to_numpy(),
+                        "useragent": frame["useragent"].to_numpy(), "city": frame["city"].to_numpy(),
+                        "usertag": frame["usertag"].to_numpy()})
+    stamp = raw.numeric("timestamp", int, "requests.ts")  # yyyyMMddHHmmssSSS
     out["time"] = pd.to_datetime(pd.Series(stamp // 1000).astype(str), format="%Y%m%d%H%M%S", errors="coerce")
-    if out["time"].isna().any():
-        raise AdSimDataError("not a yyyyMMddHHmmssSSS timestamp", file=f, column="timestamp",
-                             rows=np.flatnonzero(out["time"].isna().to_numpy()))
+    bad = np.flatnonzero(out["time"].isna().to_numpy())
+    if len(bad):
+        raise raw.error(f"not a yyyyMMddHHmmssSSS timestamp: {frame['timestamp'].iloc[int(bad[0])]!r}", bad,
+                        "timestamp", "requests.ts")
     out["time"] += pd.to_timedelta(stamp % 1000, unit="ms")
-    out["click"] = numeric(raw, "click", f, bool)
+    out["click"] = raw.numeric("click", bool, "impressions.click")
+    targets = {"adexchange": "requests.placement", "bidprice": "impressions.ranking_ecpm and ads.bid",
+               "payprice": "impressions.cost"}
     for c in ("adexchange", "slotwidth", "slotheight", "slotprice", "bidprice", "payprice"):
-        out[c] = numeric(raw, c, f, int)
-    bad = out["payprice"].to_numpy() > out["bidprice"].to_numpy()
-    if bad.any():
-        raise AdSimDataError("payprice above bidprice: not a won auction", file=f, column="payprice",
-                             rows=np.flatnonzero(bad))
+        out[c] = raw.numeric(c, int, targets.get(c, "ad_embeddings"), (0, None), positive=c == "bidprice")
+    bad = np.flatnonzero(out["payprice"].to_numpy() > out["bidprice"].to_numpy())
+    if len(bad):
+        raise raw.error("payprice above bidprice: not a won auction", bad, "payprice", "impressions.cost")
     out["file"] = path.name
-    return out
+    return out, raw.origin(EVENT_COLUMNS), raw.info()
 
 
 def device_of(useragent: pd.Series) -> np.ndarray:
@@ -93,7 +100,9 @@ def device_of(useragent: pd.Series) -> np.ndarray:
 def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawLogs:
     """The canonical long format of iPinYou logs (see the module docstring); ``max_rows`` per file."""
     paths = ipinyou_files(src)
-    log = pd.concat([_read(p, max_rows) for p in paths], ignore_index=True)
+    parts = [_read(p, check_max_rows(max_rows)) for p in paths]
+    log = pd.concat([part for part, _, _ in parts], ignore_index=True)
+    origin = Origin.concat([o for _, o, _ in parts])
     duplicate_bidids = int(log["bidid"].duplicated().sum())  # the 2259 train file reuses one: rows stay apart
     ts = seconds_since_first_midnight(log["time"])
 
@@ -146,7 +155,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawL
 
     market = log["payprice"].to_numpy()
     notes = {
-        "format": "ipinyou", "files": [file_info(p) for p in paths], "rows_read": len(log),
+        "format": "ipinyou", "files": [info for _, _, info in parts], "rows_read": len(log),
         "propensities": "unknown (1.0): deterministic bidder",
         "mapping": {
             "request": "one per row (bidid is not unique)",
@@ -169,6 +178,10 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None) -> RawL
         "won_fraction_logged": 1.0,
         "market_price_quantiles": {str(q): float(np.quantile(market, q)) for q in (0.1, 0.5, 0.9)},
     }
-    return RawLogs(source="ipinyou", events=events, ads=ads, ad_embeddings=ad_emb, users=users,
+    position = pd.Series(np.arange(len(log)))
+    origins = {"events": origin, "organic_events": origin, "users": origin.take(np.flatnonzero(first)),
+               "ads": origin.take(position.groupby(log["creative"].to_numpy(), sort=True).first().to_numpy()),
+               "organic_items": origin.take(position.groupby(log["domain"].to_numpy(), sort=True).first().to_numpy())}
+    return RawLogs(source="ipinyou", events=events, ads=ads, ad_embeddings=ad_emb, users=users, origins=origins,
                    organic_items=organic_items, organic_embeddings=organic_emb, organic_events=organic_events,
                    notes=notes, extra={"auction": auction})

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from adsim.errors import AdSimDataError
-from adsim.importers.canonical import AD_DEFAULTS, EVENT_DEFAULTS, USER_DEFAULTS, RawLogs
+from adsim.importers.canonical import AD_DEFAULTS, EVENT_DEFAULTS, TARGETS, USER_DEFAULTS, RawLogs, field_bounds
 from adsim.importers.encoding import feature_embeddings
-from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
+from adsim.importers.parsing import Origin, SourceFile, read_delimited, seconds_since_first_midnight
 from adsim.world.config import GOALS, ORGANIC_KINDS
+from adsim.world.logs import SPLITS
 
 KEY_FIELDS = ("user", "ad", "request", "item")
 BOOL_FIELDS = ("click", "conversion", "privacy")
@@ -109,6 +110,7 @@ class CsvMapping:
                                  column="timestamp.unit")
         constants = data.get("constants") or {}
         _known(constants, (*EVENT_FIELDS, *AD_FIELDS, *USER_FIELDS), where, "constants.")
+        _check_constants(constants, where)
         features = data.get("ad_features") or {}
         _known(features, ("numeric", "categorical"), where, "ad_features.")
         organic = data.get("organic")
@@ -155,36 +157,63 @@ def _section(data: dict, name: str, where: str, allowed) -> dict[str, str]:
     return dict(section)
 
 
-def _typed(df: pd.DataFrame, name: str, column: str, file: str) -> np.ndarray:
-    """The file's ``column`` as the type adsim field ``name`` needs."""
+def _typed(src: SourceFile, frame: str, name: str, column: str) -> np.ndarray:
+    """The file's ``column`` as the type and range adsim field ``name`` of ``frame`` needs, every row checked."""
+    target = TARGETS[frame].get(name)
+    bounds, positive = field_bounds(frame, name)
     if name in BOOL_FIELDS:
-        lowered = df[column].str.strip().str.lower().replace({"true": "1", "false": "0"})
-        return numeric(df.assign(**{column: lowered}), column, file, bool)
+        return src.numeric(column, bool, target)
     if name in INT_FIELDS:
-        return numeric(df, column, file, int)
+        return src.numeric(column, int, target, bounds, positive)
     if name in FLOAT_FIELDS:
-        return numeric(df, column, file)
-    values = df[column].to_numpy().astype(str)
-    if name == "goal":
-        bad = ~np.isin(values, GOALS)
-        if bad.any():
-            raise AdSimDataError(f"goal outside {list(GOALS)}", file=file, column=column, rows=np.flatnonzero(bad))
-    if name == "kind":
-        bad = ~np.isin(values, ORGANIC_KINDS)
-        if bad.any():
-            raise AdSimDataError(f"kind outside {list(ORGANIC_KINDS)}", file=file, column=column,
-                                 rows=np.flatnonzero(bad))
+        return src.numeric(column, float, target, bounds, positive)
+    values = src.text(column)
+    allowed = {"goal": GOALS, "kind": ORGANIC_KINDS, "split": SPLITS}.get(name)
+    if allowed is not None:
+        bad = np.flatnonzero(~np.isin(values, allowed))
+        if len(bad):
+            raise src.error(f"{name} outside {list(allowed)}: {values[bad[0]]!r}", bad, column, target)
     return values
 
 
-def _times(df: pd.DataFrame, column: str, unit: str, file: str) -> pd.Series:
+def _check_constants(constants: dict, where: str) -> None:
+    """Each constant of the mapping has the type and range of its adsim field (checked before any file is read)."""
+    for name, value in constants.items():
+        frame = next(f for f in ("events", "ads", "users") if name in TARGETS[f] or f == "users")
+        key = f"constants.{name}"
+        allowed = {"goal": GOALS, "split": SPLITS}.get(name)
+        if allowed is not None:
+            if value not in allowed:
+                raise AdSimDataError(f"{name} outside {list(allowed)}: {value!r}", file=where, column=key)
+            continue
+        if name in KEY_FIELDS or name in ("advertiser", "industry", "industry_l1", "region"):
+            continue
+        if name in BOOL_FIELDS:
+            if value not in (True, False) or not isinstance(value, bool | int):
+                raise AdSimDataError(f"{name} must be true or false (or 0/1), got {value!r}", file=where, column=key)
+            continue
+        if name not in (*INT_FIELDS, *FLOAT_FIELDS):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AdSimDataError(f"{name} must be a number, got {value!r}", file=where, column=key)
+        if name in INT_FIELDS and value != int(value):
+            raise AdSimDataError(f"{name} must be an integer, got {value!r}", file=where, column=key)
+        (low, high), positive = field_bounds(frame, name)
+        if not np.isfinite(value) or (positive and value <= 0) or (low is not None and value < low) or (
+                high is not None and value > high):
+            raise AdSimDataError(f"{name} = {value!r} is outside its range [{low}, {high}]"
+                                 + (" and must be positive" if positive else ""), file=where, column=key)
+
+
+def _times(src: SourceFile, column: str, unit: str, target: str = "requests.ts") -> pd.Series:
     if unit == "datetime":
-        times = pd.to_datetime(df[column], errors="coerce", utc=True)
+        times = pd.to_datetime(src.frame[column], errors="coerce", utc=True)
     else:
-        times = pd.to_datetime(numeric(df, column, file), unit=unit, errors="coerce", utc=True)
+        times = pd.to_datetime(src.numeric(column, float, target), unit=unit, errors="coerce", utc=True)
     times = pd.Series(times)
-    if times.isna().any():
-        raise AdSimDataError("not a timestamp", file=file, column=column, rows=np.flatnonzero(times.isna().to_numpy()))
+    bad = np.flatnonzero(times.isna().to_numpy())
+    if len(bad):
+        raise src.error(f"not a timestamp ({unit}): {src.frame[column].iloc[int(bad[0])]!r}", bad, column, target)
     return times
 
 
@@ -197,42 +226,47 @@ def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows:
         m = CsvMapping.from_dict(mapping)
     else:
         m = CsvMapping.load(mapping)
-    f = str(src)
-    df = read_delimited(src, sep=m.separator, required=m.named_columns(), nrows=max_rows)
+    where = str(m.path) if m.path else "mapping"
+    constants = {name: f"constants.{name} of {where}" for name in m.constants}
+    source = read_delimited(src, sep=m.separator, required=m.named_columns(), nrows=max_rows)
+    df = source.frame
 
     # ---- impressions
-    stamps = _times(df, m.timestamp, m.timestamp_unit, f)
-    events = pd.DataFrame({name: _typed(df, name, column, f) for name, column in m.columns.items()})
+    stamps = _times(source, m.timestamp, m.timestamp_unit)
+    events = pd.DataFrame({name: _typed(source, "events", name, column) for name, column in m.columns.items()})
     for name, value in m.constants.items():
         if name in EVENT_FIELDS and name not in events:
             events[name] = value
+    events_origin = source.origin({**constants, **m.columns, "ts": m.timestamp})
 
-    # ---- ads: attributes from each ad's first row
-    first_ad = ~events["ad"].duplicated().to_numpy()
+    # ---- ads: attributes from each ad's first row (every row's value checked)
+    first_ad = np.flatnonzero(~events["ad"].duplicated().to_numpy())
     ad_keys = events["ad"].to_numpy()[first_ad]
     order = np.argsort(ad_keys, kind="stable")
-    ads = pd.DataFrame({name: _typed(df, name, column, f)[first_ad][order] for name, column in m.ads.items()},
+    ad_rows = first_ad[order]
+    ads = pd.DataFrame({name: _typed(source, "ads", name, column)[ad_rows] for name, column in m.ads.items()},
                        index=pd.Index(ad_keys[order]))
     for name, value in m.constants.items():
         if name in AD_FIELDS and name not in ads:
             ads[name] = value
-    if "goal" in ads and not np.isin(ads["goal"].astype(str), GOALS).all():
-        raise AdSimDataError(f"goal outside {list(GOALS)}", file=f, column="constants.goal")
-    ad_rows = df.loc[first_ad].iloc[order]
-    ad_emb = feature_embeddings(len(ads), {c: numeric(ad_rows, c, f) for c in m.ad_numeric},
-                                {c: ad_rows[c].to_numpy() for c in m.ad_categorical})
+    ad_emb = feature_embeddings(len(ads), {c: source.numeric(c)[ad_rows] for c in m.ad_numeric},
+                                {c: df[c].to_numpy()[ad_rows] for c in m.ad_categorical})
+    ads_origin = source.origin({**constants, **m.ads}).take(ad_rows)
 
-    # ---- users: attributes from each user's first row
-    first_user = ~events["user"].duplicated().to_numpy()
-    users = pd.DataFrame({name: _typed(df, name, column, f)[first_user] for name, column in m.users.items()},
+    # ---- users: attributes from each user's first row (every row's value checked)
+    first_user = np.flatnonzero(~events["user"].duplicated().to_numpy())
+    users = pd.DataFrame({name: _typed(source, "users", name, column)[first_user]
+                          for name, column in m.users.items()},
                          index=pd.Index(events["user"].to_numpy()[first_user]))
     for name, value in m.constants.items():
         if name in USER_FIELDS and name not in users:
             users[name] = value
+    users_origin = source.origin({**constants, **m.users}).take(first_user)
 
     # ---- organic views
     organic_items = organic_emb = organic_events = None
-    files = [file_info(src)]
+    origins: dict[str, Origin] = {}
+    files = [source.info()]
     times = [stamps]
     if m.organic is not None:
         ofile = Path(m.organic["file"])
@@ -244,24 +278,26 @@ def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows:
         feats = o.get("features") or {}
         needed = list(dict.fromkeys([*ocols.values(), stamp["column"], *(feats.get("numeric") or []),
                                      *(feats.get("categorical") or [])]))
-        odf = read_delimited(ofile, sep=o.get("separator", m.separator), required=needed)
-        g = str(ofile)
-        ostamps = _times(odf, stamp["column"], stamp.get("unit", "datetime"), g)
-        organic_events = pd.DataFrame({name: _typed(odf, name, column, g) for name, column in ocols.items()
-                                       if name in ("user", "item", "dwell_s")})
-        first_item = ~organic_events["item"].duplicated().to_numpy()
-        item_order = np.argsort(organic_events["item"].to_numpy()[first_item], kind="stable")
-        item_rows = odf.loc[first_item].iloc[item_order]
-        organic_items = pd.DataFrame({name: _typed(item_rows, name, ocols[name], g) for name in ("topic", "kind")
-                                      if name in ocols},
-                                     index=pd.Index(organic_events["item"].to_numpy()[first_item][item_order]))
-        organic_emb = feature_embeddings(len(organic_items), {c: numeric(item_rows, c, g)
+        views = read_delimited(ofile, sep=o.get("separator", m.separator), required=needed)
+        ostamps = _times(views, stamp["column"], stamp.get("unit", "datetime"), "organic_events.ts")
+        organic_events = pd.DataFrame({name: _typed(views, "organic_events", name, column)
+                                       for name, column in ocols.items() if name in ("user", "item", "dwell_s")})
+        item_values = {name: _typed(views, "organic_items", name, ocols[name]) for name in ("topic", "kind")
+                       if name in ocols}
+        first_item = np.flatnonzero(~organic_events["item"].duplicated().to_numpy())
+        item_rows = first_item[np.argsort(organic_events["item"].to_numpy()[first_item], kind="stable")]
+        organic_items = pd.DataFrame({name: values[item_rows] for name, values in item_values.items()},
+                                     index=pd.Index(organic_events["item"].to_numpy()[item_rows]))
+        organic_emb = feature_embeddings(len(organic_items), {c: views.numeric(c)[item_rows]
                                                               for c in feats.get("numeric") or []},
-                                         {c: item_rows[c].to_numpy() for c in feats.get("categorical") or []})
-        files.append(file_info(ofile))
-        seen = np.isin(organic_events["user"].to_numpy(), users.index)  # views of users who never saw an ad: no
-        organic_events = organic_events.loc[seen].reset_index(drop=True)  # request follows them, drop them
-        times.append(ostamps.loc[seen].reset_index(drop=True))
+                                         {c: views.frame[c].to_numpy()[item_rows]
+                                          for c in feats.get("categorical") or []})
+        files.append(views.info())
+        seen = np.flatnonzero(np.isin(organic_events["user"].to_numpy(), users.index))  # views of users who never
+        organic_events = organic_events.iloc[seen].reset_index(drop=True)  # saw an ad: no request follows them
+        times.append(ostamps.iloc[seen].reset_index(drop=True))
+        origins["organic_events"] = views.origin({**ocols, "ts": stamp["column"]}).take(seen)
+        origins["organic_items"] = views.origin(ocols).take(item_rows)
 
     # one clock for both files: seconds since the first midnight of either
     ts = seconds_since_first_midnight(pd.concat(times, ignore_index=True))
@@ -277,4 +313,5 @@ def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows:
         "propensities": "logged" if "propensity" in m.columns else "unknown (1.0)"}
     return RawLogs(source=m.source or f"csv:{src.name}", events=events, ads=ads, ad_embeddings=ad_emb, users=users,
                    organic_items=organic_items, organic_embeddings=organic_emb, organic_events=organic_events,
-                   notes=notes)
+                   notes=notes, origins={"events": events_origin, "ads": ads_origin, "users": users_origin,
+                                         **origins})

@@ -29,15 +29,16 @@ Mapping (beyond ``adsim.importers.canonical``'s defaults):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from adsim.errors import AdSimDataError
+from adsim.errors import AdSimOptionError
 from adsim.importers.canonical import RawLogs
 from adsim.importers.encoding import dense_codes, feature_embeddings
-from adsim.importers.parsing import file_info, numeric, read_delimited, seconds_since_first_midnight
+from adsim.importers.parsing import Origin, check_max_rows, read_delimited, seconds_since_first_midnight
 from adsim.paths import shared_data_set
 
 BEHAVIORS = ("random", "bts")
@@ -51,11 +52,65 @@ N_POSITIONS = 3
 def obd_files(src: str | Path | None, behavior: str) -> tuple[Path, Path]:
     """The log and item-context files of ``behavior`` in directory ``src`` (or beside the log file ``src``)."""
     if behavior not in BEHAVIORS:
-        raise ValueError(f"behavior must be one of {BEHAVIORS}, got {behavior!r}")
+        raise AdSimOptionError(f"must be one of {BEHAVIORS}, got {behavior!r}", option="behavior")
     src = Path(src) if src is not None else shared_data_set("open_bandit_dataset")
     if src.is_file():
         return src, src.with_name(src.name.replace("_all.csv", "_all_item_context.csv"))
     return src / f"{behavior}_all.csv", src / f"{behavior}_all_item_context.csv"
+
+
+@dataclass
+class ObdLog:
+    """The checked, typed log (time ordered) and item table, where their rows came from, and the files read."""
+
+    log: pd.DataFrame
+    items: pd.DataFrame
+    log_origin: Origin
+    """Of ``log``'s rows (in time order): the log file's data rows; columns by canonical event field."""
+    items_origin: Origin
+    files: list[dict]
+
+
+def _read(src: str | Path | None, behavior: str, max_rows: int | None) -> ObdLog:
+    log_file, item_file = obd_files(src, behavior)
+    raw = read_delimited(log_file, sep=",", required=LOG_COLUMNS, nrows=check_max_rows(max_rows))
+    items_raw = read_delimited(item_file, sep=",", required=ITEM_COLUMNS)
+
+    items = pd.DataFrame({"item_id": items_raw.numeric("item_id", int, "ads (the item table's ids)"),
+                          "item_feature_0": items_raw.numeric("item_feature_0")})
+    for c in ITEM_COLUMNS[2:]:
+        items[c] = items_raw.frame[c].to_numpy()
+    ids = items["item_id"].to_numpy()
+    bad = np.flatnonzero(pd.Series(ids).duplicated().to_numpy() | (ids < 0) | (ids >= len(ids)))
+    if len(bad):
+        raise items_raw.error(f"item ids must be 0..{len(ids) - 1}, each once", bad, "item_id")
+    item_order = np.argsort(ids, kind="stable")
+    items = items.iloc[item_order].reset_index(drop=True)
+    items_origin = items_raw.origin({"advertiser": "item_feature_1", "industry": "item_feature_2",
+                                     "industry_l1": "item_feature_3", "topic": "item_feature_3"}).take(item_order)
+
+    log = pd.DataFrame({"timestamp": pd.to_datetime(raw.frame["timestamp"], errors="coerce", utc=True)})
+    bad = np.flatnonzero(log["timestamp"].isna().to_numpy())
+    if len(bad):
+        raise raw.error(f"not a timestamp: {raw.frame['timestamp'].iloc[int(bad[0])]!r}", bad, "timestamp",
+                        "requests.ts")
+    log["item_id"] = raw.numeric("item_id", int, "impressions.ad_id")
+    log["position"] = raw.numeric("position", int, "impressions.position", (1, N_POSITIONS))
+    log["click"] = raw.numeric("click", bool, "impressions.click")
+    log["propensity_score"] = raw.numeric("propensity_score", float, "impressions.propensity", (1e-12, 1.0))
+    unknown = np.flatnonzero(~np.isin(log["item_id"], items["item_id"]))
+    if len(unknown):
+        raise raw.error(f"item_id not in the item table {item_file.name}", unknown, "item_id", "impressions.ad_id")
+    for c in USER_FEATURES:
+        log[c] = raw.frame[c].to_numpy()
+    affinity = [c for c in raw.frame.columns if c.startswith(AFFINITY)]
+    for c in affinity:
+        log[c] = raw.numeric(c, float, "organic_events (history)", (0, None))
+    order = np.argsort(log["timestamp"].to_numpy(), kind="stable")
+    log = log.iloc[order].reset_index(drop=True)
+    log_origin = raw.origin({"ts": "timestamp", "ad": "item_id", "position": "position", "click": "click",
+                             "propensity": "propensity_score", "user": "user_feature_0..3"}).take(order)
+    return ObdLog(log, items, log_origin, items_origin, [raw.info(), items_raw.info()])
 
 
 def read_obd(src: str | Path | None = None, behavior: str = "random", max_rows: int | None = None
@@ -65,41 +120,8 @@ def read_obd(src: str | Path | None = None, behavior: str = "random", max_rows: 
     Log columns: timestamp (datetime), item_id, position (1..3), click (bool), propensity_score, the four user
     features (strings) and the affinity columns (float).
     """
-    log_file, item_file = obd_files(src, behavior)
-    raw = read_delimited(log_file, sep=",", required=LOG_COLUMNS, nrows=max_rows)
-    items_raw = read_delimited(item_file, sep=",", required=ITEM_COLUMNS)
-    f, g = str(log_file), str(item_file)
-
-    items = pd.DataFrame({"item_id": numeric(items_raw, "item_id", g, int),
-                          "item_feature_0": numeric(items_raw, "item_feature_0", g)})
-    for c in ITEM_COLUMNS[2:]:
-        items[c] = items_raw[c].to_numpy()
-    if not np.array_equal(np.sort(items["item_id"].to_numpy()), np.arange(len(items))):
-        raise AdSimDataError("item ids must be 0..n-1, each once", file=g, column="item_id")
-    items = items.sort_values("item_id", ignore_index=True)
-
-    log = pd.DataFrame({"timestamp": pd.to_datetime(raw["timestamp"], errors="coerce", utc=True)})
-    if log["timestamp"].isna().any():
-        raise AdSimDataError("not a timestamp", file=f, column="timestamp",
-                             rows=np.flatnonzero(log["timestamp"].isna().to_numpy()))
-    log["item_id"] = numeric(raw, "item_id", f, int)
-    log["position"] = numeric(raw, "position", f, int)
-    log["click"] = numeric(raw, "click", f, bool)
-    log["propensity_score"] = numeric(raw, "propensity_score", f)
-    for column, bad in (("item_id", ~np.isin(log["item_id"], items["item_id"])),
-                        ("position", ~log["position"].between(1, N_POSITIONS)),
-                        ("propensity_score", ~log["propensity_score"].between(1e-12, 1.0))):
-        bad = np.asarray(bad)
-        if bad.any():
-            raise AdSimDataError("value out of range (item_id in the item table, position 1..3, propensity in "
-                                 "(0, 1])", file=f, column=column, rows=np.flatnonzero(bad))
-    for c in USER_FEATURES:
-        log[c] = raw[c].to_numpy()
-    affinity = [c for c in raw.columns if c.startswith(AFFINITY)]
-    for c in affinity:
-        log[c] = numeric(raw, c, f)
-    log = log.sort_values("timestamp", kind="stable", ignore_index=True)
-    return log, items, [file_info(log_file), file_info(item_file)]
+    read = _read(src, behavior, max_rows)
+    return read.log, read.items, read.files
 
 
 def item_embeddings(items: pd.DataFrame) -> np.ndarray:
@@ -109,7 +131,8 @@ def item_embeddings(items: pd.DataFrame) -> np.ndarray:
 
 def read_raw(src: str | Path | None = None, behavior: str = "random", max_rows: int | None = None) -> RawLogs:
     """The canonical long format of one OBD log (see the module docstring)."""
-    log, items, files = read_obd(src, behavior, max_rows)
+    read = _read(src, behavior, max_rows)
+    log, items, files = read.log, read.items, read.files
     n = len(log)
     user_key = log[list(USER_FEATURES)].astype(str).agg("|".join, axis=1)
     new = ~user_key.duplicated().to_numpy()  # users in order of first appearance
@@ -153,5 +176,11 @@ def read_raw(src: str | Path | None = None, behavior: str = "random", max_rows: 
         },
         "conversions": "not logged",
     }
+    user_columns = {"user": "user_feature_0..3", "age_bucket": "user_feature_0", "region": "user_feature_1..3"}
+    origins = {"events": read.log_origin, "ads": read.items_origin, "organic_items": read.items_origin,
+               "users": read.log_origin.take(np.flatnonzero(new)).with_columns(user_columns),
+               "organic_events": read.log_origin.take(rows).with_columns(
+                   {"user": "user_feature_0..3", "item": f"{AFFINITY}<item>", "ts": "timestamp"})}
     return RawLogs(source=f"obd:{behavior}", events=events, ads=ads, ad_embeddings=emb, users=users,
-                   organic_items=organic_items, organic_embeddings=emb, organic_events=organic_events, notes=notes)
+                   organic_items=organic_items, organic_embeddings=emb, organic_events=organic_events, notes=notes,
+                   origins=origins)

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adsim.errors import AdSimDataError
+from adsim.errors import AdSimOptionError
 from adsim.importers.canonical import RawLogs
 from adsim.importers.encoding import feature_embeddings
-from adsim.importers.parsing import file_info, numeric, read_delimited
+from adsim.importers.parsing import check_max_rows, read_delimited
 from adsim.paths import shared_data_set
 from adsim.world.rng import stream
 
@@ -59,6 +59,14 @@ DAYS = 8
 """The original collection period (2017-05-06..13), over which the synthetic sessions are spread."""
 SESSION_GAP_S = 60
 NATURAL_CTR = 0.05
+TARGETS = {"uid": "requests.user_id", "mid": "impressions.ad_id", "customer": "ads.advertiser_id",
+           "cate_id": "ads.industry", "pid": "requests.placement", "final_gender_code": "users.gender",
+           "age_level": "users.age_bucket", "new_user_class_level": "users.region"}
+"""The adsim field each profile column feeds (errors name it)."""
+COLUMNS = {"user": "uid", "ad": "mid", "click": "clk", "placement": "pid", "advertiser": "customer",
+           "industry": "cate_id", "bid": "price", "gender": "final_gender_code", "age_bucket": "age_level",
+           "region": "new_user_class_level", "item": "cate_i/brand_i (history)", "ts": "(synthetic clock)"}
+"""The file's column behind each canonical field."""
 
 
 def click_weight(sample_ctr: float, natural_ctr: float) -> float:
@@ -84,18 +92,18 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None, seed: i
     path = Path(src) if src is not None else shared_data_set("taobao_display_ad")
     if path.is_dir():
         path = path / FILE
-    raw = read_delimited(path, sep=",", header=False, n_columns=(N_COLUMNS,), nrows=max_rows)
-    f = str(path)
+    if not isinstance(natural_ctr, int | float) or isinstance(natural_ctr, bool) or not 0 < natural_ctr < 1:
+        raise AdSimOptionError(f"must be a probability strictly between 0 and 1 (the CTR clicks are re-weighted "
+                               f"to), got {natural_ctr!r}", option="natural_ctr")
     names = [f"{part}_{i}" for part in ("btag", "cate", "brand", "mask", "match") for i in range(HISTORY)]
-    raw = raw.set_axis([*names, *PROFILE_COLUMNS], axis=1)
-    ints = [c for c in PROFILE_COLUMNS if c != "price"]
-    log = pd.DataFrame({c: numeric(raw, c, f, int) for c in ints})
-    log["price"] = numeric(raw, "price", f)
-    bad = ~np.isin(log["clk"], (0, 1)) | (log["price"].to_numpy() <= 0)
-    if bad.any():
-        raise AdSimDataError("clk must be 0/1 and price positive", file=f, column="clk/price",
-                             rows=np.flatnonzero(bad))
-    hist = {part: np.column_stack([numeric(raw, f"{part}_{i}", f, int) for i in range(HISTORY)])
+    raw = read_delimited(path, sep=",", header=False, n_columns=(N_COLUMNS,), names=[*names, *PROFILE_COLUMNS],
+                         nrows=check_max_rows(max_rows))
+    ints = [c for c in PROFILE_COLUMNS if c not in ("price", "clk")]
+    log = pd.DataFrame({c: raw.numeric(c, int, TARGETS.get(c)) for c in ints})
+    log["clk"] = raw.numeric("clk", bool, "impressions.click").astype(np.int64)
+    log["price"] = raw.numeric("price", float, "ads.bid", positive=True)
+    hist = {part: np.column_stack([raw.numeric(f"{part}_{i}", int, "organic_events (history)")
+                                   for i in range(HISTORY)])
             for part in ("btag", "cate", "brand", "mask")}
     n = len(log)
 
@@ -108,7 +116,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None, seed: i
     ts = start[user_row] + gap * log.groupby("uid", sort=False).cumcount().to_numpy()
 
     # ---- history -> organic views, only what each row's window adds
-    org_user, org_key, org_ts, btags = [], [], [], np.zeros(5, dtype=np.int64)
+    org_user, org_key, org_ts, org_row, btags = [], [], [], [], np.zeros(5, dtype=np.int64)
     prev: dict[int, list] = {}
     prev_ts: dict[int, int] = {}
     for r in range(n):
@@ -127,6 +135,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None, seed: i
             org_user.append(log["uid"].iat[r])
             org_key.append(f"{cate}|{brand}")
             org_ts.append(int(t))
+            org_row.append(r)
             btags[min(max(btag, 0), 4)] += 1
     organic_events = pd.DataFrame({"user": org_user, "item": org_key, "ts": np.asarray(org_ts, dtype=np.int64)})
     item_keys = pd.Index(sorted(set(org_key)))
@@ -155,7 +164,7 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None, seed: i
     sample_ctr = float(log["clk"].mean())
     weight = click_weight(sample_ctr, natural_ctr)
     notes = {
-        "format": "taobao", "files": [file_info(path)], "rows_read": n, "propensities": "unknown (1.0)",
+        "format": "taobao", "files": [raw.info()], "rows_read": n, "propensities": "unknown (1.0)",
         "clock": f"synthetic: one session per user, {gap} s between rows, seeded starts within {DAYS} days",
         "mapping": {
             "request": "one per row", "ad": "mid", "advertiser": "customer", "industry": "cate_id",
@@ -176,6 +185,13 @@ def read_raw(src: str | Path | None = None, max_rows: int | None = None, seed: i
                 "to estimate natural CTRs (adsim.ope does); the bundle's reward models are trained unweighted, so "
                 "their pCTR is on the sample's scale",
     }
-    return RawLogs(source="taobao", events=events, ads=ads, ad_embeddings=ad_emb, users=users,
+    origin = raw.origin(COLUMNS)
+    org_row = np.asarray(org_row, dtype=np.int64)
+    first_item = pd.Series(org_row).groupby(np.asarray(org_key, dtype=object), sort=True).first().to_numpy()
+    origins = {"events": origin, "organic_events": origin.take(org_row),
+               "organic_items": origin.take(first_item.astype(np.int64)),
+               "users": origin.take(np.flatnonzero(~log["uid"].duplicated().to_numpy())),
+               "ads": origin.take(pd.Series(np.arange(n)).groupby(log["mid"].to_numpy(), sort=True).first().to_numpy())}
+    return RawLogs(source="taobao", events=events, ads=ads, ad_embeddings=ad_emb, users=users, origins=origins,
                    organic_items=organic_items, organic_embeddings=organic_emb, organic_events=organic_events,
                    notes=notes, extra={"label_sampling": label_sampling})

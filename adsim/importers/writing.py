@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from adsim.data.bundle import BuildStep, Scenario, array_path, write_bundle
+from adsim.data.validate import validate_tables
 from adsim.errors import AdSimDataError
 from adsim.importers.canonical import ImportedLogs
 
@@ -33,6 +34,19 @@ def request_arrays_step(arrays: Mapping[str, np.ndarray]) -> BuildStep:
     return step
 
 
+def check_imported(logs: ImportedLogs) -> None:
+    """Validate the assembled tables (schemas, values, references, sanity), reporting a problem in the user's terms:
+    the user's file, column (and the adsim field it became) and data rows, through the tables' origins."""
+    try:
+        validate_tables(logs.tables, {name: name for name in logs.tables}, sanity=True)
+    except AdSimDataError as e:
+        origin = logs.origins.get(e.file)
+        if origin is None:
+            raise
+        adsim = f"{e.file}.{e.column}" if e.column else e.file
+        raise origin.error(e.message, e.rows, e.column, adsim) from None
+
+
 def write_imported(logs: ImportedLogs, out: str | Path, *, seed: int = 0,
                    steps: Sequence[tuple[str, BuildStep]] = (), progress: bool = True,
                    overwrite: bool = False) -> Path:
@@ -44,12 +58,14 @@ def write_imported(logs: ImportedLogs, out: str | Path, *, seed: int = 0,
     at ``envs/observation.py`` ``ObservationBuilder.build`` (``self.organic_codes[...]``). Logs without
     organic events are therefore refused here, before anything is written, unless ``steps=()`` (logs only).
     """
+    check_imported(logs)
     steps = list(steps)
     if steps and len(logs.tables["organic_events"]) == 0:
+        origin = logs.origins.get("impressions")
         raise AdSimDataError("no organic events: the reward models and the env's history need at least one "
                              "(reward_models/features.py FeatureBuilder, envs/observation.py "
                              "ObservationBuilder); map an organic source, or import the logs only (CLI: --logs-only)",
-                             file=logs.source, column="organic_events")
+                             file=origin.files[0] if origin is not None else logs.source, field="organic_events")
     if logs.request_arrays:
         steps = [("request_arrays", request_arrays_step(logs.request_arrays)), *steps]
     extra = {**logs.manifest, "seed": int(seed)}

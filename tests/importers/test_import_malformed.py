@@ -34,7 +34,7 @@ def _drop_click(lines):
 def _click_two(lines):
     fields = lines[4].split(",")
     fields[lines[0].split(",").index("click")] = "2"
-    return "\n".join([*lines[:4], ",".join(fields), *lines[5:]])
+    return "\n".join([*lines[:4], ",".join(fields), *lines[5:]]) + "\n"
 
 
 OBD_CASES = {
@@ -43,7 +43,8 @@ OBD_CASES = {
                         r"missing column.*comma-separated\?.*random_all\.csv"),
     "empty file": (lambda lines: "", r"file is empty.*random_all\.csv"),
     "header only": (lambda lines: lines[0] + "\n", r"no data rows.*random_all\.csv"),
-    "bad value": (_click_two, r"not 0 or 1.*random_all\.csv.*column 'click'.*rows \[3\]"),
+    "bad value": (_click_two, r"not 0 or 1.*random_all\.csv.*column 'click' \(adsim impressions\.click\).*"
+                              r"data rows \(1-based\) \[4\]"),
 }
 
 
@@ -71,8 +72,9 @@ def test_ipinyou_wrong_separator_and_bad_timestamp(tmp_path, data_root):
         import_scenario("ipinyou", tmp_path / "comma.log.txt", out, progress=False)
     fields = lines[2].split("\t")
     fields[4] = "yesterday"
-    (tmp_path / "stamp.log.txt").write_text("\n".join([*lines[:2], "\t".join(fields), *lines[3:]]))
-    with pytest.raises(AdSimDataError, match=r"not a number.*stamp\.log\.txt.*column 'timestamp'.*rows \[2\]"):
+    (tmp_path / "stamp.log.txt").write_text("\n".join([*lines[:2], "\t".join(fields), *lines[3:]]) + "\n")
+    with pytest.raises(AdSimDataError, match=r"not a number.*stamp\.log\.txt.*column 'timestamp'.*"
+                                             r"data rows \(1-based\) \[3\]"):
         import_scenario("ipinyou", tmp_path / "stamp.log.txt", out, progress=False)
     _assert_nothing_written(out)
 
