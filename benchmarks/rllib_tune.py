@@ -181,12 +181,12 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 PPO trials x 2 iterations and 1 MCTS trial, tiny")
     add_dataclass_arguments(parser, Config, exclude=("process_rewards",))
-    parser.add_argument("--process-rewards", choices=sorted(PROCESS_REWARDS),
+    parser.add_argument("--process-rewards", choices=sorted(PROCESS_REWARDS), dest="process_rewards_grid",
                         help="process rewards off and/or on in the grid (default: both)")
     args = parser.parse_args(argv)
     config = dataclass_from_arguments(Config, args, Config.quick() if args.quick else None)
-    if args.process_rewards is not None:
-        config = replace(config, process_rewards=PROCESS_REWARDS[args.process_rewards])
+    if args.process_rewards_grid is not None:
+        config = replace(config, process_rewards=PROCESS_REWARDS[args.process_rewards_grid])
 
     rows, best_rows = run(config)
     settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items() if k not in ("out", "address"))
