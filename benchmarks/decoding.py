@@ -24,7 +24,7 @@ import torch
 
 from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from agents.hhd.decoding import BeamConfig, TorchTrie, beam_search, valid_paths
-from agents.hhd.evaluation import scenario_allowed
+from agents.hhd.evaluation import EvalConfig, eval_indices, scenario_allowed
 from agents.hhd.model import HHD, HHDConfig
 from agents.hhd.sequences import SequenceConfig
 from agents.hhd.train import TrainConfig, load_data, train
@@ -89,7 +89,7 @@ def decode_all(model, data, allowed_fn, idx, beam: BeamConfig, constrained: bool
 def measure(config: Config, model: HHD, data, device: torch.device) -> list[dict]:
     model = model.to(device).eval()
     allowed_fn = scenario_allowed(data.scenario, data.seqs)
-    idx = np.sort(np.random.default_rng(0).choice(data.seqs.indices("test"), config.n_requests, replace=False))
+    idx, _ = eval_indices(data.seqs, EvalConfig(n_requests=config.n_requests, n_value=0))
     batch_size = config.batch_size * (4 if device.type == "cuda" else 1)
     rows = []
     for width in config.beams:
