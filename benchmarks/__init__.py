@@ -42,4 +42,7 @@ def run(name: str, argv: list[str] | None = None):
     """Run benchmark ``name`` (a ``CATALOGUE`` key) with command-line arguments ``argv``."""
     if name not in CATALOGUE:
         raise KeyError(f"unknown benchmark {name!r}; choose from {sorted(CATALOGUE)}")
+    from benchmarks.report import set_invocation
+
+    set_invocation(["adsim", "bench", name, *(argv or [])])
     return importlib.import_module(f"benchmarks.{CATALOGUE[name].module}").main(argv)
