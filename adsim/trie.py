@@ -10,6 +10,8 @@ one per distinct full path, need none).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +23,20 @@ from adsim.sid.path_index import PathIndex
 class TrieLevel:
     start: np.ndarray  # (n_nodes,) first sorted-ad position of each node at this depth
     end: np.ndarray  # (n_nodes,) one past the last
+
+
+class TrieTables(NamedTuple):
+    """A trie as flat arrays for compiled kernels (``adsim.simulator.kernels``): nodes numbered depth by depth from
+    the root (0), internal nodes first, so one child table serves every level."""
+
+    child: np.ndarray
+    """(n_internal, W) int32: the child node of (node, code), -1 where none."""
+    start: np.ndarray
+    """(n_nodes,) int64: first sorted position under each node."""
+    end: np.ndarray
+    """(n_nodes,) int64: one past the last."""
+    order: np.ndarray
+    """(n_items,) int64: sorted position -> item id."""
 
 
 class SidTrie:
@@ -78,6 +94,16 @@ class SidTrie:
     @property
     def n_paths(self) -> int:
         return len(self.levels[-1].start)
+
+    @cached_property
+    def tables(self) -> TrieTables:
+        offsets = np.cumsum([0] + [len(level.start) for level in self.levels])
+        child = np.full((offsets[self.depth], self.width), -1, dtype=np.int32)
+        for d, table in enumerate(self.child):
+            child[offsets[d] : offsets[d + 1]] = np.where(table >= 0, table + offsets[d + 1], -1)
+        start = np.concatenate([level.start for level in self.levels]).astype(np.int64)
+        end = np.concatenate([level.end for level in self.levels]).astype(np.int64)
+        return TrieTables(child, start, end, self.order)
 
     def allowed_prefix_sums(self, allowed: np.ndarray) -> np.ndarray:
         """(..., n_items+1) running counts of allowed items in sorted order, for the mask queries below."""

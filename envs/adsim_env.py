@@ -9,10 +9,12 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.context import SimulatorContext, open_context
-from envs.episodes import INFO_KEYS, EpisodeBatch
+from envs.episodes import episode_batch
 from envs.options import EnvOptions, IllegalAction
 
 __all__ = ["AdSimEnv", "EnvOptions", "IllegalAction"]
+
+_ROW = np.array([0])
 
 class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     """
@@ -51,7 +53,8 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     `scenario` (bundle path or preset, default "small"), `seed` (preset seed), `split`, `arr_ratio`,
     `process_rewards`, `process_alphas`, `reward` ("final_value" or "ecpm"), `reward_scale` (default: 1 / mean
     final_value of the logged ads, so returns are O(1)), `reward_source` ("model" or "truth": the world's true
-    pCTR/pCVR, for measuring the sim-to-real gap), `illegal_action` ("terminate" or "raise"), `illegal_penalty`.
+    pCTR/pCVR, for measuring the sim-to-real gap), `illegal_action` ("terminate" or "raise"), `illegal_penalty`,
+    `backend` ("compiled", the default: numba kernels; "reference": the numpy definition, the same episodes).
     `info` carries ad_id, pctr, pcvr, ecpm, final_value, request_id, is_synthetic, illegal_action.
 
     ## Version History
@@ -81,7 +84,7 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "level": spaces.Box(0, self.depth - 1, (1,), np.int64),
             "action_mask": spaces.Box(0, 1, (self.width,), np.int8),
         })
-        self.episodes = EpisodeBatch(self.ctx, self.options, 1)
+        self.episodes = episode_batch(self.ctx, self.options, 1)
 
     # ------------------------------------------------------------------------------------------ state
     def get_state(self) -> dict:
@@ -97,25 +100,25 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     # ------------------------------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.episodes.start(np.array([0]), self.ctx.draw_requests(self.np_random, 1, self.options.arr_ratio))
-        return self._obs(), self._request_info()
+        self.episodes.restart(_ROW, self.np_random)
+        return self.episodes.observation_one(), self._request_info()
 
     def step(self, action):
         if self.episodes.done[0]:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        if not self.action_space.contains(action):
+        if not (type(action) is int and 0 <= action < self.width) and not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not an integer in [0, {self.width}) "
                              f"(dtype {np.asarray(action).dtype})")
         action = int(action)
         if self.options.illegal_action == "raise" and not self.episodes.mask[0, action]:
             raise ValueError(f"illegal action {action} at level {int(self.episodes.level[0])}: "
                              "no eligible ad below this prefix (see obs['action_mask'])")
-        reward, terminated, parts = self.episodes.step(np.array([0]), np.array([action]))
+        reward, terminated, illegal, parts = self.episodes.step_one(action)
         info = self._request_info()
-        info["illegal_action"] = bool(parts["illegal_action"][0])
-        if terminated[0] and not info["illegal_action"]:
-            info.update({key: parts[key][0].item() for key in INFO_KEYS})
-        return self._obs(), float(reward[0]), bool(terminated[0]), False, info
+        info["illegal_action"] = illegal
+        if parts is not None:
+            info.update(parts)
+        return self.episodes.observation_one(), reward, terminated, False, info
 
     def render(self):
         if self.render_mode == "ansi":
@@ -123,8 +126,8 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return None
 
     def _request_info(self) -> dict[str, Any]:
-        req = self.episodes.requests
-        return {"request_id": int(req["request_id"][0]), "is_synthetic": bool(req["is_synthetic"][0])}
+        request_id, synthetic = self.episodes.request_info()
+        return {"request_id": request_id, "is_synthetic": synthetic}
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {key: value[0] for key, value in self.episodes.observation().items()}
+        return self.episodes.observation_one()

@@ -15,7 +15,8 @@ import numpy as np
 
 from adsim.data.bundle import Scenario
 from adsim.sid.pipeline import bundle_sids
-from adsim.simulator.requests import RequestBatch, RequestStream, as_batch, take
+from adsim.simulator.kernels import EpisodeTables, RequestTables
+from adsim.simulator.requests import RequestBatch, RequestStream, as_batch, concat, take
 from adsim.simulator.simulator import ProcessRewardConfig, Scorer, Simulator
 from envs.observation import ObservationBuilder
 from reward_models.pipeline import ensure_scenario
@@ -53,6 +54,33 @@ class SimulatorContext:
 
     def draw_requests(self, rng: np.random.Generator, n: int, arr_ratio: float) -> RequestBatch:
         return self.requests.sample(n, rng, arr_ratio)
+
+    # ------------------------------------------------------------------------------------------ compiled episodes
+    def request_table(self, synthetic: bool) -> RequestBatch:
+        """The requests ``RequestStream.sample_rows`` indexes: the logged ones, then (``synthetic``) the ARR pool."""
+        return self._with_pool if synthetic else self.requests.logged
+
+    @cached_property
+    def _with_pool(self) -> RequestBatch:
+        return concat([self.requests.logged, self.requests.synthetic])
+
+    def episode_tables(self, synthetic: bool) -> EpisodeTables:
+        """What the episode kernels read, over ``request_table(synthetic)``."""
+        return self._tables_with_pool if synthetic else self._tables_logged
+
+    @cached_property
+    def _tables_logged(self) -> EpisodeTables:
+        return self._episode_tables(self.requests.logged)
+
+    @cached_property
+    def _tables_with_pool(self) -> EpisodeTables:
+        return self._episode_tables(self._with_pool)
+
+    def _episode_tables(self, table: RequestBatch) -> EpisodeTables:
+        sim, obs = self.simulator, self.observations
+        keys = (np.ascontiguousarray(table[c], dtype=np.int64) for c in ("user_id", "day", "ts"))
+        return EpisodeTables(sim.trie.tables, sim.eligibility_tables, obs.tables, sim.process_tables,
+                             np.ascontiguousarray(obs.user_features), RequestTables(*keys, obs.context(table)))
 
 
 def open_simulator(scenario: Scenario, process_alphas: tuple[float, ...] = ProcessRewardConfig().alphas,

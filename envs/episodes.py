@@ -1,15 +1,25 @@
-"""A batch of AdSim episodes as arrays: the one implementation behind the single env and the vector env."""
+"""A batch of AdSim episodes as arrays: the one implementation behind the single env and the vector env.
+
+Two backends give the same episodes: ``EpisodeBatch`` is the numpy reference (the definition), and
+``CompiledEpisodeBatch`` runs each reset and each step as one kernel call (``adsim.simulator.kernels``), scoring
+the last level through the same scorer. ``episode_batch`` picks one by ``options.backend``;
+``tests/envs/test_fast_path_parity.py`` checks that observations, rewards and info are identical.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
+from adsim.simulator import kernels
+from adsim.simulator.kernels import EpisodeArrays
 from adsim.simulator.requests import REQUEST_COLUMNS, RequestBatch, take
 from envs.context import SimulatorContext
 
 INFO_KEYS = ("ad_id", "pctr", "pcvr", "ecpm", "final_value")
+_ROW = np.zeros(1, dtype=np.int64)
 _STATE_ARRAYS = ("allowed", "sums", "prefix", "mask", "done")
 
 
@@ -32,6 +42,18 @@ class EpisodeBatch:
     @property
     def level(self) -> np.ndarray:
         return (self.prefix >= 0).sum(axis=1)
+
+    def column(self, name: str) -> np.ndarray:
+        """One request column of every episode (a copy)."""
+        return self.requests[name].copy()
+
+    def request_info(self) -> tuple[int, bool]:
+        """request_id and is_synthetic of episode 0."""
+        return int(self.requests["request_id"][0]), bool(self.requests["is_synthetic"][0])
+
+    def restart(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """Begin new episodes in ``rows`` on requests drawn with ``rng``."""
+        self.start(rows, self.ctx.draw_requests(rng, len(rows), self.options.arr_ratio))
 
     def start(self, rows: np.ndarray, requests: RequestBatch) -> None:
         """Begin new episodes in ``rows`` with ``requests`` (one each)."""
@@ -95,6 +117,18 @@ class EpisodeBatch:
         self.mask[terminated] = False
         return reward, terminated, info
 
+    def step_one(self, action: int) -> tuple[float, bool, bool, dict[str, Any] | None]:
+        """``step`` of episode 0 alone, for the single env: reward, terminated, illegal and, when the episode
+        ended on an ad, that ad's info."""
+        reward, terminated, parts = self.step(_ROW, np.array([action]))
+        illegal = bool(parts["illegal_action"][0])
+        info = {key: parts[key][0].item() for key in INFO_KEYS} if terminated[0] and not illegal else None
+        return float(reward[0]), bool(terminated[0]), illegal, info
+
+    def observation_one(self) -> dict[str, np.ndarray]:
+        """Episode 0's observation."""
+        return {key: value[0] for key, value in self.observation().items()}
+
     def observation(self) -> dict[str, np.ndarray]:
         return {
             "user": self.features["user"].copy(),
@@ -118,3 +152,169 @@ class EpisodeBatch:
             setattr(self, key, state[key].copy())
         self.requests = {k: v.copy() for k, v in state["requests"].items()}
         self.features = {k: v.copy() for k, v in state["features"].items()}
+
+
+class CompiledEpisodeBatch:
+    """``EpisodeBatch``'s episodes, each reset and step one kernel call over flat tables.
+
+    Eligibility is read per ad while building masks (no (n_ads,) allowed vector per episode), so ``allowed`` and
+    ``sums`` are not kept; everything else (prefix, masks, features) is the same arrays as the reference's.
+    """
+
+    def __init__(self, ctx: SimulatorContext, options: Any, n: int):
+        self.ctx, self.options, self.n = ctx, options, n
+        sim = ctx.simulator
+        self.depth, self.width, self.n_ads = sim.depth, sim.trie.width, sim.trie.n_items
+        self.synthetic = False
+        """Whether the request table includes the ARR pool (built on the first synthetic draw)."""
+        self._use_tables(ctx.episode_tables(self.synthetic))
+        h = ctx.observations.history.length
+        self.arrays = EpisodeArrays(
+            table_row=np.zeros(n, dtype=np.int64), prefix=np.full((n, self.depth), -1, dtype=np.int64),
+            level=np.zeros(n, dtype=np.int64), obs_level=np.zeros((n, 1), dtype=np.int64),
+            node=np.zeros(n, dtype=np.int64), mask=np.zeros((n, self.width), dtype=bool),
+            done=np.ones(n, dtype=bool), user=np.zeros((n, 5), dtype=np.float32),
+            context=np.zeros((n, 6), dtype=np.float32), history_codes=np.full((n, h, self.depth), -1, dtype=np.int64),
+            history_type=np.zeros((n, h), dtype=np.int64))
+        self._arrays, self._state = kernels.plain(self.arrays), kernels.plain(self.arrays[:7])
+        self._buffers = (np.zeros(1), *(np.zeros(1, dtype=bool) for _ in range(3)))
+        """step_one's outputs (row 0), reused."""
+        self.scale = float(ctx.reward_scale(options.reward_scale))
+        self._step_args = (bool(options.process_rewards), float(ctx.process_scale), float(options.illegal_penalty))
+        _warm_up(self)
+
+    # ------------------------------------------------------------------------------------------ views
+    @property
+    def prefix(self) -> np.ndarray:
+        return self.arrays.prefix
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.arrays.mask
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.arrays.done
+
+    @property
+    def level(self) -> np.ndarray:
+        return self.arrays.level.copy()
+
+    @property
+    def requests(self) -> RequestBatch:
+        return self.requests_of(self.arrays.table_row)
+
+    def requests_of(self, table_rows: np.ndarray) -> RequestBatch:
+        return take(self.ctx.request_table(self.synthetic), table_rows)
+
+    # ------------------------------------------------------------------------------------------ episodes
+    def restart(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """Begin new episodes in ``rows`` on requests drawn with ``rng`` (as ``EpisodeBatch.restart`` draws)."""
+        table_rows = self.ctx.requests.sample_rows(len(rows), rng, self.options.arr_ratio)
+        if not self.synthetic and (table_rows >= len(self.ctx.requests)).any():
+            self._use_pool()
+        kernels.start_rows(np.asarray(rows, dtype=np.int64), table_rows, *self._start_tables, self._arrays)
+
+    def step(self, rows: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``EpisodeBatch.step``: rewards, terminated and info arrays (all length n)."""
+        rows, actions = np.asarray(rows, dtype=np.int64), np.asarray(actions, dtype=np.int64)
+        reward = np.zeros(self.n)
+        terminated, terminal = np.zeros(self.n, dtype=bool), np.zeros(self.n, dtype=bool)
+        info = {key: np.zeros(self.n) for key in INFO_KEYS}
+        info["ad_id"] = np.full(self.n, -1, dtype=np.int64)
+        info["illegal_action"] = np.zeros(self.n, dtype=bool)
+        kernels.step_rows(rows, actions, *self._step_tables, self._state, *self._step_args, reward, terminated,
+                          info["illegal_action"], terminal)
+        last = rows[terminal[rows]]
+        if len(last):
+            ev = self._score(last)
+            for key in INFO_KEYS:
+                info[key][last] = getattr(ev, key)[:, 0]
+            reward[last] = info[self.options.reward][last] * self.scale
+        return reward, terminated, info
+
+    def step_one(self, action: int) -> tuple[float, bool, bool, dict[str, Any] | None]:
+        """``step`` of episode 0 alone, for the single env: reward, terminated, illegal and, when the episode
+        ended on an ad, that ad's info."""
+        reward, terminated, illegal, terminal = self._buffers
+        kernels.step_rows(_ROW, np.array([action], dtype=np.int64), *self._step_tables, self._state,
+                          *self._step_args, reward, terminated, illegal, terminal)
+        if not terminal[0]:
+            return float(reward[0]), bool(terminated[0]), bool(illegal[0]), None
+        ev = self._score(_ROW)
+        info = {key: getattr(ev, key)[0, 0].item() for key in INFO_KEYS}
+        return info[self.options.reward] * self.scale, True, False, info
+
+    def _score(self, rows: np.ndarray):
+        return self.ctx.simulator.evaluate(self.requests_of(self.arrays.table_row[rows]),
+                                           self.arrays.prefix[rows][:, None, :], self.options.reward_source,
+                                           backend="compiled")
+
+    def column(self, name: str) -> np.ndarray:
+        """One request column of every episode (a copy)."""
+        return self.ctx.request_table(self.synthetic)[name][self.arrays.table_row]
+
+    def request_info(self) -> tuple[int, bool]:
+        """request_id and is_synthetic of episode 0."""
+        table, row = self.ctx.request_table(self.synthetic), self.arrays.table_row[0]
+        return int(table["request_id"][row]), bool(table["is_synthetic"][row])
+
+    def observation(self) -> dict[str, np.ndarray]:
+        a = self.arrays
+        return {"user": a.user.copy(), "context": a.context.copy(), "history_codes": a.history_codes.copy(),
+                "history_type": a.history_type.copy(), "prefix": a.prefix.copy(), "level": a.obs_level.copy(),
+                "action_mask": a.mask.view(np.int8).copy()}
+
+    def _use_pool(self) -> None:
+        self.synthetic = True
+        self._use_tables(self.ctx.episode_tables(True))
+
+    def _use_tables(self, tables: kernels.EpisodeTables) -> None:
+        self.tables = tables
+        trie, elig, hist, proc, users, requests = kernels.plain(tables)
+        self._start_tables = (trie, elig, hist, users, requests)
+        self._step_tables = (trie, elig, proc, requests)
+
+    def observation_one(self) -> dict[str, np.ndarray]:
+        """Episode 0's observation."""
+        a = self.arrays
+        return {"user": a.user[0].copy(), "context": a.context[0].copy(), "history_codes": a.history_codes[0].copy(),
+                "history_type": a.history_type[0].copy(), "prefix": a.prefix[0].copy(), "level": a.obs_level[0].copy(),
+                "action_mask": a.mask[0].view(np.int8).copy()}
+
+    def get_state(self) -> dict:
+        """A deep copy of every array (planners branch from it)."""
+        return {"arrays": {k: v.copy() for k, v in self.arrays._asdict().items()}, "synthetic": self.synthetic}
+
+    def set_state(self, state: dict) -> None:
+        if state["synthetic"] and not self.synthetic:
+            self._use_pool()
+        for key, value in state["arrays"].items():
+            getattr(self.arrays, key)[...] = value
+
+
+def episode_batch(ctx: SimulatorContext, options: Any, n: int) -> EpisodeBatch | CompiledEpisodeBatch:
+    """The episodes of ``options.backend``: the numpy reference or the compiled kernels."""
+    kernels.check_backend(options.backend)
+    return CompiledEpisodeBatch(ctx, options, n) if options.backend == "compiled" else EpisodeBatch(ctx, options, n)
+
+
+_warmed: set[int] = set()
+
+
+def _warm_up(batch: CompiledEpisodeBatch) -> None:
+    """Run every kernel once on no rows, so a process compiles (or loads from cache) up front and says so."""
+    if id(batch.ctx) in _warmed:
+        return
+    _warmed.add(id(batch.ctx))
+    started = time.perf_counter()
+    none = np.zeros(0, dtype=np.int64)
+    kernels.start_rows(none, none, *batch._start_tables, batch._arrays)
+    kernels.step_rows(none, none, *batch._step_tables, batch._state, *batch._step_args, np.zeros(batch.n),
+                      *(np.zeros(batch.n, dtype=bool) for _ in range(3)))
+    sim = batch.ctx.simulator
+    sources = [s for s in (batch.options.reward_source, "model", "truth") if sim.scorers.get(s) is not None]
+    if sources:
+        sim.evaluate(batch.requests_of(none), np.zeros((0, 1, batch.depth), dtype=np.int64), sources[0],
+                     backend="compiled")
+    kernels.announce_compiled(started)

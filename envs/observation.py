@@ -6,11 +6,14 @@ Shared by the Gymnasium env (one request) and its vector env (many): one vectori
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from adsim.data.bundle import Scenario
+from adsim.simulator import kernels
 from adsim.simulator.history import ad_index, organic_index
+from adsim.simulator.kernels import Backend, HistoryTables
 from adsim.simulator.requests import RequestBatch
 
 TOKEN_PAD, TOKEN_ORGANIC, TOKEN_IMPRESSION, TOKEN_CLICK, TOKEN_CONVERSION = 0, 2, 4, 5, 6
@@ -49,9 +52,28 @@ class ObservationBuilder:
         self.organic = organic_index(scenario)
         self.ads = ad_index(scenario)
 
-    def build(self, requests: RequestBatch) -> dict[str, np.ndarray]:
+    @cached_property
+    def tables(self) -> HistoryTables:
+        """The history as the compiled kernels read it."""
+        return HistoryTables(self.organic.tables("item_id"), self.ads.tables("ad_id", "action"), self.organic_codes,
+                             self.ad_codes, np.array([TOKEN_PAD, TOKEN_ORGANIC, TOKEN_IMPRESSION], dtype=np.int64),
+                             self.history.organic)
+
+    def context(self, requests: RequestBatch) -> np.ndarray:
+        """(B, 6) float32 context features."""
+        return np.stack([np.asarray(requests[c], dtype=np.float32) for c in CONTEXT_FEATURES], axis=1)
+
+    def build(self, requests: RequestBatch, backend: Backend = "reference") -> dict[str, np.ndarray]:
         """user (B, 5), context (B, 6) float32; history_codes (B, H, L) and history_type (B, H) int64."""
+        kernels.check_backend(backend)
         users, ts = np.asarray(requests["user_id"]), np.asarray(requests["ts"])
+        if backend == "compiled":
+            b, h = len(users), self.history.length
+            codes, types = np.empty((b, h, self.depth), dtype=np.int64), np.empty((b, h), dtype=np.int64)
+            kernels.history_rows(np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(ts, dtype=np.int64),
+                                 kernels.plain(self.tables), codes, types)
+            return {"user": self.user_features[users], "context": self.context(requests), "history_codes": codes,
+                    "history_type": types}
         o_rows, o_valid = self.organic.last(users, ts, self.history.organic)
         a_rows, a_valid = self.ads.last(users, ts, self.history.ads)
         o_codes = np.where(o_valid[..., None], self.organic_codes[self.organic.payload["item_id"][o_rows]], -1)
@@ -59,7 +81,7 @@ class ObservationBuilder:
         a_type = TOKEN_IMPRESSION - 1 + self.ads.payload["action"][a_rows].astype(np.int64)
         return {
             "user": self.user_features[users],
-            "context": np.stack([np.asarray(requests[c], dtype=np.float32) for c in CONTEXT_FEATURES], axis=1),
+            "context": self.context(requests),
             "history_codes": np.concatenate([o_codes, a_codes], axis=1),
             "history_type": np.concatenate([np.where(o_valid, TOKEN_ORGANIC, TOKEN_PAD),
                                             np.where(a_valid, a_type, TOKEN_PAD)], axis=1).astype(np.int64),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from adsim.simulator.kernels import Backend, check_backend
+
 IllegalAction = Literal["terminate", "raise"]
 
 
@@ -23,3 +25,8 @@ class EnvOptions:
     reward_source: Literal["model", "truth"] = "model"
     illegal_action: IllegalAction = "terminate"
     illegal_penalty: float = -1.0
+    backend: Backend = "compiled"
+    """``compiled``: kernels for every reset and step; ``reference``: the numpy definition (same episodes)."""
+
+    def __post_init__(self):
+        check_backend(self.backend)

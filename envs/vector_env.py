@@ -10,7 +10,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.adsim_env import AdSimEnv, EnvOptions
 from envs.context import SimulatorContext, open_context
-from envs.episodes import INFO_KEYS, EpisodeBatch
+from envs.episodes import INFO_KEYS, episode_batch
 
 
 class AdSimVectorEnv(VectorEnv):
@@ -32,13 +32,12 @@ class AdSimVectorEnv(VectorEnv):
         self.single_action_space = self.single.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.episodes = EpisodeBatch(self.ctx, self.options, num_envs)
+        self.episodes = episode_batch(self.ctx, self.options, num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        rows = np.arange(self.num_envs)
-        self.episodes.start(rows, self.ctx.draw_requests(self.np_random, self.num_envs, self.options.arr_ratio))
+        self.episodes.restart(np.arange(self.num_envs), self.np_random)
         self._autoreset[:] = False
         return self.episodes.observation(), self._request_info()
 
@@ -52,7 +51,7 @@ class AdSimVectorEnv(VectorEnv):
         restart = np.flatnonzero(self._autoreset)
         active = np.flatnonzero(~self._autoreset)
         reward, terminated, parts = self.episodes.step(active, actions[active])
-        self.episodes.start(restart, self.ctx.draw_requests(self.np_random, len(restart), self.options.arr_ratio))
+        self.episodes.restart(restart, self.np_random)
         self._autoreset = terminated.copy()
         info = self._request_info()
         for key in (*INFO_KEYS, "illegal_action"):
@@ -61,7 +60,6 @@ class AdSimVectorEnv(VectorEnv):
                 np.zeros(self.num_envs, dtype=bool), info)
 
     def _request_info(self) -> dict[str, np.ndarray]:
-        req = self.episodes.requests
         on = np.ones(self.num_envs, dtype=bool)
-        return {"request_id": req["request_id"].copy(), "_request_id": on,
-                "is_synthetic": req["is_synthetic"].copy(), "_is_synthetic": on.copy()}
+        return {"request_id": self.episodes.column("request_id"), "_request_id": on,
+                "is_synthetic": self.episodes.column("is_synthetic"), "_is_synthetic": on.copy()}

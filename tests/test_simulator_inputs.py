@@ -28,6 +28,11 @@ def test_logged_impressions_were_eligible(tiny):
     assert shown[~after].all()
     assert after.mean() < 0.05
     assert 0 < allowed.mean() < 1
+    # the compiled kernel, in ad order and in a shuffled one (the trie's, in the simulator)
+    args = r["user_id"].to_numpy(), r["day"].to_numpy(), r["ts"].to_numpy()
+    np.testing.assert_array_equal(eligibility.allowed(*args, backend="compiled"), allowed)
+    shuffled = eligibility.tables(np.random.default_rng(0).permutation(eligibility.n_ads))
+    np.testing.assert_array_equal(eligibility.allowed(*args, backend="compiled", tables=shuffled), allowed)
 
 
 def test_ineligible_ads_are_excluded(tiny):
@@ -84,6 +89,9 @@ def test_history_returns_the_last_events_strictly_before(tiny):
         expected = mine["ts"].to_numpy()[-5:]
         got = index.ts[rows[b][valid[b]]]
         np.testing.assert_array_equal(got, expected)
+    fast = index.last(req["user_id"].to_numpy(), req["ts"].to_numpy(), 5, backend="compiled")
+    np.testing.assert_array_equal(fast[0], rows)
+    np.testing.assert_array_equal(fast[1], valid)
     ads = ad_index(tiny)
     assert ads.payload["action"][0] == 0 and set(np.unique(ads.payload["action"][1:])) == {1, 2, 3}  # 0: sentinel
 
@@ -93,3 +101,6 @@ def test_event_index_pads_on_the_left():
     rows, valid = index.last(np.array([1, 2, 3]), np.array([25, 5, 100]), 3)
     assert valid.tolist() == [[False, True, True], [False, False, False], [False, False, False]]
     assert index.payload["x"][rows[0, 1:]].tolist() == [7, 8]
+    for got, want in zip(index.last(np.array([1, 2, 3]), np.array([25, 5, 100]), 3, backend="compiled"),
+                         (rows, valid), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adsim import AdSimDataError
+from adsim.simulator import kernels
 from adsim.trie import SidTrie
 
 
@@ -30,6 +31,13 @@ def test_legal_masks_match_brute_force(seed, n, sizes):
         mask = trie.legal_mask(prefixes, sums)
         for b in range(4):
             assert set(np.flatnonzero(mask[b]).tolist()) == brute_legal(codes, allowed[b], prefixes[b])
+        # the compiled kernels give the same masks and sums (prefixes leaving the trie included)
+        broken = prefixes.copy()
+        if d:
+            broken[0, -1] = sizes[d - 1] + 1
+        np.testing.assert_array_equal(kernels.legal_mask(trie, broken, kernels.allowed_prefix_sums(trie, allowed)),
+                                      trie.legal_mask(broken, sums))
+    np.testing.assert_array_equal(kernels.allowed_prefix_sums(trie, allowed), sums)
     # every full path resolves to exactly the items that carry it
     for path in np.unique(codes, axis=0):
         items = trie.items(path)

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 
 from adsim.data.bundle import Scenario
+from adsim.simulator import kernels
+from adsim.simulator.kernels import Backend, EligibilityTables
 
 
 def budget_exhaustion(scenario: Scenario) -> np.ndarray:
@@ -53,8 +55,37 @@ class Eligibility:
     def n_ads(self) -> int:
         return len(self.created_day)
 
-    def allowed(self, user_ids: np.ndarray, day: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """(B, n_ads) bool: targeting matches the user, the ad is live that day and has budget at ``ts``."""
+    def tables(self, order: np.ndarray) -> EligibilityTables:
+        """The arrays the compiled kernels read, ads in ``order`` (sorted position -> ad id: the trie's).
+
+        Besides the per-ad arrays, targeting per (age, gender, region) combination and liveness per day as
+        bitsets, so a mask reads a few words instead of five arrays per ad; computed here by ``allowed``'s formula.
+        """
+        order = np.asarray(order, dtype=np.int64)
+        users = np.stack([self.user_age, self.user_gender, self.user_region], axis=1)
+        ads = np.stack([self.age_mask, self.gender_mask, self.region_mask, self.created_day])[:, order]
+        combos, combo = np.unique(users, axis=0, return_inverse=True)
+        targeting = np.stack([((ads[0] >> a) & 1).astype(bool) & ((ads[1] >> g) & 1).astype(bool)
+                              & ((ads[2] >> r) & 1).astype(bool) for a, g, r in combos])
+        lo = min(0, int(ads[3].min()))
+        days = np.arange(lo, max(int(ads[3].max()), lo) + 1)
+        exhausted = np.ascontiguousarray(self.exhausted_at[:, order])
+        return EligibilityTables(users, np.ascontiguousarray(ads), exhausted, order, combo.reshape(-1).astype(np.int64),
+                                 _bitsets(targeting), _bitsets(ads[3][None, :] <= days[:, None]), lo,
+                                 _bitsets(exhausted != np.inf))
+
+    def allowed(self, user_ids: np.ndarray, day: np.ndarray, ts: np.ndarray, backend: Backend = "reference",
+                tables: EligibilityTables | None = None) -> np.ndarray:
+        """(B, n_ads) bool: targeting matches the user, the ad is live that day and has budget at ``ts``.
+
+        ``backend="compiled"`` reads ``tables`` (``tables(order)``; built here, in ad order, when None).
+        """
+        kernels.check_backend(backend)
+        if backend == "compiled":
+            args = [np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (user_ids, day, ts)]
+            out = np.empty((len(args[0]), self.n_ads), dtype=bool)
+            kernels.eligibility_rows(*args, kernels.plain(tables or self.tables(np.arange(self.n_ads))), out)
+            return out
         user_ids, day, ts = (np.asarray(a, dtype=np.int64)[:, None] for a in (user_ids, day, ts))
         day_row = np.minimum(day[:, 0], len(self.exhausted_at) - 1)
         return (
@@ -64,3 +95,11 @@ class Eligibility:
             & (self.created_day <= day)
             & (self.exhausted_at[day_row] >= ts)
         )
+
+
+def _bitsets(flags: np.ndarray) -> np.ndarray:
+    """(R, n) bool -> (R, ceil(n / 64)) int64 words, bit p of a row at bit p % 64 of word p // 64."""
+    words = -(-flags.shape[1] // 64)
+    padded = np.zeros((flags.shape[0], words * 64), dtype=bool)
+    padded[:, : flags.shape[1]] = flags
+    return np.packbits(padded, axis=1, bitorder="little").view("<i8").astype(np.int64)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from adsim.data.bundle import Scenario
+from adsim.simulator import kernels
+from adsim.simulator.kernels import Backend, EventTables
 
 ACTION_IMPRESSION, ACTION_CLICK, ACTION_CONVERSION = 1, 2, 3
 """Action type of an ad interaction: the deepest response it got."""
@@ -70,12 +72,24 @@ class EventIndex:
         idx = np.maximum(last[:, None] - np.arange(size), 0)
         return idx, (self.code[idx] >> self.shift) == np.asarray(group, dtype=np.int64)[:, None]
 
-    def last(self, group: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def tables(self, item: str, action: str | None = None) -> EventTables:
+        """The arrays the compiled kernels read: codes, and payloads ``item`` and ``action`` (zeros if None)."""
+        actions = self.payload[action] if action else np.zeros(len(self.code), dtype=np.int8)
+        return EventTables(self.code, self.shift, self.payload[item], actions)
+
+    def last(self, group: np.ndarray, ts: np.ndarray, n: int, backend: Backend = "reference"
+             ) -> tuple[np.ndarray, np.ndarray]:
         """(B, n) indexes of each group's last ``n`` events before ``ts`` (most recent last) and a valid mask.
 
         Rows are left-padded: invalid slots come first (index 0, the sentinel), so the most recent event is always
         at column n-1.
         """
+        kernels.check_backend(backend)
+        if backend == "compiled":
+            group, ts = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (group, ts))
+            rows, valid = np.empty((len(group), n), dtype=np.int64), np.empty((len(group), n), dtype=bool)
+            kernels.last_events_rows(self.code, self.shift, group, ts, rows, valid)
+            return rows, valid
         idx, valid = self.window(group, self.last_before(group, ts), n)
         idx, valid = idx[:, ::-1], valid[:, ::-1]
         return np.where(valid, idx, 0), valid

@@ -136,13 +136,20 @@ class RequestStream:
 
     def sample(self, n: int, rng: np.random.Generator, arr_ratio: float = 0.0) -> RequestBatch:
         """``n`` requests drawn with replacement using ``rng``; each synthetic with probability ``arr_ratio``."""
+        rows = self.sample_rows(n, rng, arr_ratio)
+        synthetic = rows >= len(self)
+        batch = take(self.logged, np.where(synthetic, 0, rows))
+        if synthetic.any():
+            for c in REQUEST_COLUMNS:
+                batch[c][synthetic] = self.synthetic[c][rows[synthetic] - len(self)]
+        return batch
+
+    def sample_rows(self, n: int, rng: np.random.Generator, arr_ratio: float = 0.0) -> np.ndarray:
+        """The rows ``sample`` draws: logged row i, or ARR pool row j as ``len(self) + j`` (same ``rng`` use)."""
         if not 0.0 <= arr_ratio <= 1.0:
             raise ValueError(f"arr_ratio must be in [0, 1], got {arr_ratio}")
         synthetic = rng.random(n) < arr_ratio
-        batch = take(self.logged, rng.integers(0, len(self), size=n))
+        rows = rng.integers(0, len(self), size=n)
         if synthetic.any():
-            pool = self.synthetic
-            rows = rng.integers(0, len(pool["request_id"]), size=int(synthetic.sum()))
-            for c in REQUEST_COLUMNS:
-                batch[c][synthetic] = pool[c][rows]
-        return batch
+            rows[synthetic] = len(self) + rng.integers(0, len(self.synthetic["request_id"]), size=int(synthetic.sum()))
+        return rows

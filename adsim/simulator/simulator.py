@@ -8,6 +8,7 @@ choice). An invalid path (not in the trie, or no eligible ad on it) scores zero 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -15,8 +16,10 @@ import numpy as np
 from adsim.data.bundle import Scenario
 from adsim.errors import AdSimError
 from adsim.sid.path_index import PathIndex
+from adsim.simulator import kernels
 from adsim.simulator.eligibility import Eligibility
 from adsim.simulator.history import ACTION_CLICK, EventIndex, ad_index
+from adsim.simulator.kernels import Backend, EligibilityTables, ProcessTables
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.scoring import RewardSource, Scorer, Scores
 from adsim.trie import SidTrie
@@ -87,25 +90,59 @@ class Simulator:
             raise AdSimError(f"this scenario has no {source!r} scorer (imported real logs have no ground truth)")
         return scorer
 
-    def allowed(self, requests: RequestBatch) -> np.ndarray:
+    def allowed(self, requests: RequestBatch, backend: Backend = "reference") -> np.ndarray:
         """(B, n_ads) eligibility of every ad for each request."""
         return self.eligibility.allowed(np.asarray(requests["user_id"]), np.asarray(requests["day"]),
-                                        np.asarray(requests["ts"]))
+                                        np.asarray(requests["ts"]), backend,
+                                        self.eligibility_tables if backend == "compiled" else None)
+
+    # ------------------------------------------------------------------------------------------ compiled tables
+    @cached_property
+    def eligibility_tables(self) -> EligibilityTables:
+        """Eligibility for the kernels, ads in trie order (a node's ads are contiguous)."""
+        return self.eligibility.tables(self.trie.order)
+
+    @property
+    def successes(self) -> EventIndex:
+        """The users' logged clicks and conversions (built on first use), which process rewards read."""
+        if self._successes is None:
+            self._successes = ad_index(self.scenario, min_action=ACTION_CLICK)
+        return self._successes
+
+    @cached_property
+    def process_tables(self) -> ProcessTables:
+        alphas = np.array([self.process.alphas[d] if d < len(self.process.alphas) else 0.0
+                           for d in range(self.depth - 1)], dtype=np.float64)
+        return ProcessTables(self.successes.tables("ad_id"), self.ad_codes, alphas, self.process.history)
+
+    @cached_property
+    def _kernel_tables(self) -> tuple[tuple, tuple]:
+        """Trie and eligibility tables as the kernels take them (``kernels.plain``)."""
+        return kernels.plain(self.trie.tables), kernels.plain(self.eligibility_tables)
+
+    def _request_keys(self, requests: RequestBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(np.ascontiguousarray(requests[c], dtype=np.int64) for c in ("user_id", "day", "ts"))
 
     # ------------------------------------------------------------------------------------------ evaluate
     def evaluate(self, requests: RequestBatch, paths: np.ndarray, reward_source: RewardSource = "model",
-                 allowed: np.ndarray | None = None) -> Evaluation:
+                 allowed: np.ndarray | None = None, backend: Backend = "reference") -> Evaluation:
         """Score (B, K, L) candidate paths of B requests.
 
         With logged market prices (``arrays/request_market_price.npy``, e.g. iPinYou), an ad wins the request only
         if its eCPM reaches the request's market price; a lost auction is valid but pays final_value 0 (``won``).
         A synthetic request (negative id -1 - j) meets the market price of logged request j mod n.
+
+        ``backend="compiled"`` resolves paths and picks the best pairs in kernels (the scorer is the same), reading
+        eligibility per leaf ad instead of building ``allowed`` when it is None: the same Evaluation.
         """
+        kernels.check_backend(backend)
         paths = np.asarray(paths)
         n = len(requests["user_id"])
         if paths.ndim != 3 or paths.shape[0] != n or paths.shape[2] != self.depth:
             raise ValueError(f"paths must be (n_requests={n}, K, L={self.depth}), got {paths.shape}")
         scorer = self.scorer(reward_source)
+        if backend == "compiled":
+            return self._evaluate_compiled(requests, paths, scorer, allowed)
         b, k, _ = paths.shape
         allowed = self.allowed(requests) if allowed is None else allowed
         node, start, end = self.trie.leaf_ranges(paths.reshape(b * k, -1))
@@ -140,6 +177,30 @@ class Simulator:
         return Evaluation(ad_id.reshape(b, k), valid, out["pctr"].reshape(b, k), out["pcvr"].reshape(b, k),
                           out["ecpm"].reshape(b, k), final, zscore(final, valid), won)
 
+    def _evaluate_compiled(self, requests: RequestBatch, paths: np.ndarray, scorer: Scorer,
+                           allowed: np.ndarray | None) -> Evaluation:
+        b, k, depth = paths.shape
+        use_allowed = allowed is not None
+        cand, ads = kernels.leaf_pairs(np.ascontiguousarray(paths.reshape(b * k, depth), dtype=np.int64), k,
+                                       *self._request_keys(requests),
+                                       np.ascontiguousarray(allowed, dtype=bool) if use_allowed else kernels.NO_ALLOWED,
+                                       use_allowed, *self._kernel_tables)
+        if len(cand):
+            scores = scorer.score(take(requests, cand // k), ads[:, None])
+            self.calls += len(cand)
+            parts = [np.ascontiguousarray(getattr(scores, name)[:, 0], dtype=np.float64) for name in Scores._fields]
+        else:
+            parts = [np.zeros(0)] * len(Scores._fields)
+        use_price = self.market_price is not None
+        price = np.zeros(0)
+        if use_price:
+            rid = np.asarray(requests["request_id"], dtype=np.int64)
+            price = self.market_price[np.where(rid >= 0, rid, -1 - rid) % len(self.market_price)]
+        ad_id, valid, pctr, pcvr, ecpm, final, z, won = kernels.resolve_best(cand, ads, *parts, b, k, price, use_price)
+        return Evaluation(ad_id.reshape(b, k), valid.reshape(b, k), pctr.reshape(b, k), pcvr.reshape(b, k),
+                          ecpm.reshape(b, k), final.reshape(b, k), z.reshape(b, k),
+                          won.reshape(b, k) if use_price else None)
+
     def oracle(self, requests: RequestBatch, reward_source: RewardSource = "model",
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Best final_value over all legal ads of each request, and that ad (exhaustive)."""
@@ -164,21 +225,31 @@ class Simulator:
     # --------------------------------------------------------------------------------- process rewards
     def token_popularity(self, requests: RequestBatch, level: int) -> np.ndarray:
         """(B, codebook_size) P_l(t): share of the user's recent successes whose ad has token t at ``level``."""
-        if self._successes is None:
-            self._successes = ad_index(self.scenario, min_action=ACTION_CLICK)
-        rows, valid = self._successes.last(np.asarray(requests["user_id"]), np.asarray(requests["ts"]),
-                                           self.process.history)
-        codes = self.ad_codes[self._successes.payload["ad_id"][rows], level]  # (B, H)
+        rows, valid = self.successes.last(np.asarray(requests["user_id"]), np.asarray(requests["ts"]),
+                                          self.process.history)
+        codes = self.ad_codes[self.successes.payload["ad_id"][rows], level]  # (B, H)
         n = len(rows)
         popularity = np.zeros((n, self.trie.width))
         np.add.at(popularity, (np.repeat(np.arange(n), rows.shape[1]), codes.ravel()), valid.ravel())
         return popularity / np.maximum(valid.sum(axis=1, keepdims=True), 1)
 
-    def process_rewards(self, requests: RequestBatch, paths: np.ndarray, allowed: np.ndarray | None = None
-                        ) -> np.ndarray:
-        """(B, K, L-1) process rewards for the coarse levels of (B, K, L) paths (see ProcessRewardConfig)."""
+    def process_rewards(self, requests: RequestBatch, paths: np.ndarray, allowed: np.ndarray | None = None,
+                        backend: Backend = "reference") -> np.ndarray:
+        """(B, K, L-1) process rewards for the coarse levels of (B, K, L) paths (see ProcessRewardConfig).
+
+        ``backend="compiled"``: one kernel, reading eligibility per ad where ``allowed`` is None.
+        """
+        kernels.check_backend(backend)
         paths = np.asarray(paths, dtype=np.int64)
         b, k, depth = paths.shape
+        if backend == "compiled":
+            out = np.zeros((b, k, depth - 1))
+            use_allowed = allowed is not None
+            kernels.process_rewards_rows(np.ascontiguousarray(paths), *self._request_keys(requests),
+                                         np.ascontiguousarray(allowed, dtype=bool) if use_allowed
+                                         else kernels.NO_ALLOWED, use_allowed, *self._kernel_tables,
+                                         kernels.plain(self.process_tables), out)
+            return out
         allowed = self.allowed(requests) if allowed is None else allowed
         sums = self.trie.allowed_prefix_sums(allowed)
         out = np.zeros((b, k, depth - 1))
