@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from adsim.errors import AdSimError
+from adsim.errors import AdSimError, AdSimOptionError
 from benchmarks import CATALOGUE
 
 
@@ -38,9 +38,20 @@ def _describe(args: argparse.Namespace) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from adsim.data.bundle import Scenario
+    from adsim.sid.pipeline import bundle_sids
+    from reward_models.model_files import check_bundle_models
 
-    Scenario(args.bundle, validate=True)
-    print(f"{args.bundle}: valid")
+    scenario = Scenario(args.bundle, validate=False)
+    scenario.validate(deep=True)
+    checked = "manifest, checksums, tables, arrays, caches"
+    if "sid" in scenario.manifest or (scenario.path / "sid").exists():
+        bundle_sids(scenario)
+        checked += ", SIDs"
+    if "reward_models" in scenario.manifest or (scenario.path / "reward_models").exists():
+        check_bundle_models(scenario.path / "reward_models", scenario.manifest.get("reward_models"),
+                            len(scenario.table("ads")), probe=True)
+        checked += ", reward models"
+    print(f"{args.bundle}: valid ({checked})")
 
 
 def _evaluate_rewards(args: argparse.Namespace) -> None:
@@ -172,10 +183,18 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CLI_OPTIONS = {"n_shards": "--shards", "num_workers": "--workers", "ray_address": "--ray-address"}
+"""Library option names whose command-line spelling is not ``--`` + the name with dashes."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         args.func(args)
+    except AdSimOptionError as e:  # named as the user typed it
+        option = CLI_OPTIONS.get(e.option, "--" + e.option.replace("_", "-"))
+        print(f"adsim {args.command}: error: option {option}: {e.detail}", file=sys.stderr)
+        return 2
     except AdSimError as e:
         print(f"adsim {args.command}: error: {e}", file=sys.stderr)
         return 2

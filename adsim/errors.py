@@ -43,7 +43,7 @@ class AdSimOptionError(AdSimError, ValueError):
 
     def __init__(self, message: str, *, option: str):
         super().__init__(f"option {option}: {message}")
-        self.option = option
+        self.option, self.detail = option, message
 
 
 class AdSimStateError(AdSimError, ValueError):

@@ -25,10 +25,17 @@ import pandas as pd
 
 from adsim.errors import AdSimDataError
 from reward_models.forest import CompiledForest
+from reward_models.model_files import (  # the file format and its checks
+    FORMAT_VERSION,
+    META_FILE,
+    MODEL_FILE,
+    booster_from_text,
+    check_meta,
+    read_json,
+    read_model_text,
+)
 from reward_models.protocol import FeatureMatrix, FeatureSpec
 
-MODEL_FILE, META_FILE = "model.txt", "meta.json"
-FORMAT_VERSION = 1
 Backend = Literal["reference", "compiled"]
 """``reference``: ``Booster.predict``. ``compiled``: the same trees as a ``CompiledForest`` (the same numbers)."""
 BACKENDS: tuple[Backend, ...] = ("reference", "compiled")
@@ -208,20 +215,24 @@ class LightGBMRewardModel:
         for path in (model_file, meta_file):
             if not path.is_file():
                 raise AdSimDataError("reward model file is missing", file=str(path))
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise AdSimDataError(f"unsupported reward model format {meta.get('format_version')}", file=str(meta_file))
-        specs = tuple(FeatureSpec(**s) for s in meta["features"])
+        meta = read_json(meta_file, "meta.json")
+        check_meta(meta, str(meta_file), FORMAT_VERSION)
+        try:
+            specs = tuple(FeatureSpec(**s) for s in meta["features"])
+            config = LightGBMConfig(**meta["config"])
+            label = Label(**meta["label"])
+        except TypeError as e:
+            raise AdSimDataError(f"meta.json does not describe a model: {e}", file=str(meta_file)) from None
         names = tuple(s.name for s in specs)
-        booster = lgb.Booster(model_file=str(model_file))
-        if tuple(booster.feature_name()) != names:
+        model = read_model_text(model_file)  # checked first: a malformed model.txt aborts LightGBM's parser
+        if model.feature_names != names:
             raise AdSimDataError("model.txt and meta.json list different features", file=str(model_file))
+        booster = booster_from_text(model, str(model_file))
         if expected_features is not None and tuple(expected_features) != names:
             missing = [n for n in expected_features if n not in names]
             extra = [n for n in names if n not in expected_features]
             raise AdSimDataError(f"the model's feature list does not match the pipeline's: missing {missing}, "
                                  f"unexpected {extra}" + ("" if missing or extra else ", different order"),
                                  file=str(model_file))
-        config = LightGBMConfig(**meta["config"])
         info = {k: meta[k] for k in ("n_train", "n_positive", "n_valid", "best_iteration", "train_checksum")}
-        return cls(booster, specs, Label(**meta["label"]), config, info)
+        return cls(booster, specs, label, config, info)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -216,14 +218,36 @@ def _read_meta(directory: Path) -> dict:
     if not path.is_file():
         raise AdSimDataError("no saved tokenizer here: meta.json is missing", file=str(path))
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AdSimDataError(f"meta.json is not valid JSON: {e}", file=str(path)) from e
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise AdSimDataError(f"meta.json is not valid JSON: {e}", file=str(path)) from None
+    if not isinstance(meta, dict):
+        raise AdSimDataError(f"meta.json must be a JSON object, got a JSON {type(meta).__name__}", file=str(path))
     if meta.get("format") != "adsim.sid" or meta.get("format_version") != FORMAT_VERSION:
         raise AdSimDataError(
             f"incompatible SID artifact: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
             f"this adsim reads adsim.sid version {FORMAT_VERSION}", file=str(path))
+    for key, kind in (("kind", str), ("config", dict), ("state", dict), ("sha256", str)):
+        if not isinstance(meta.get(key), kind):
+            raise AdSimDataError(f"meta.json field {key!r} is missing or not a {kind.__name__}", file=str(path),
+                                 column=key)
     return meta
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles), or an ``AdSimDataError`` naming it when it is missing,
+    truncated or not an ``.npz`` archive."""
+    if not path.is_file():
+        raise AdSimDataError(f"{path.name} is missing", file=str(path))
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with loaded as npz:
+            return {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
+        raise AdSimDataError(f"not a readable .npz archive ({type(e).__name__}: {e}): truncated or corrupt",
+                             file=str(path)) from None
 
 
 def read_state(directory: str | Path, *, kind: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
@@ -232,11 +256,7 @@ def read_state(directory: str | Path, *, kind: str) -> tuple[dict, dict, dict[st
     meta = _read_meta(directory)
     if meta["kind"] != kind:
         raise AdSimDataError(f"saved artifact is a {meta['kind']!r}, expected {kind!r}", file=str(directory))
-    npz_path = directory / ARRAYS_FILE
-    if not npz_path.is_file():
-        raise AdSimDataError("arrays.npz is missing", file=str(npz_path))
-    with np.load(npz_path, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
+    arrays = read_npz(directory / ARRAYS_FILE)
     if _checksum(kind, meta["config"], meta["state"], arrays) != meta["sha256"]:
         raise AdSimDataError("checksum mismatch: the saved files were modified or are incomplete", file=str(directory))
     return meta["config"], meta["state"], arrays

@@ -28,6 +28,7 @@ from adsim.sid.base import (
     config_from_json,
     config_to_json,
     load_tokenizer,
+    read_npz,
     read_state,
     write_state,
 )
@@ -132,9 +133,40 @@ class SidArtifacts:
     def load(cls, directory: str | Path) -> Self:
         directory = Path(directory)
         config, _, arrays = read_state(directory, kind="sid_artifacts")
-        return cls(config=config_from_json(SidConfig, config), tokenizer=load_tokenizer(directory / "tokenizer"),
+        missing = {"ad_codes", "organic_codes"} - set(arrays)
+        if missing:
+            raise AdSimDataError(f"SID arrays {sorted(missing)} are missing", file=str(directory / "arrays.npz"))
+        try:
+            sid_config = config_from_json(SidConfig, config)
+        except (TypeError, ValueError) as e:
+            raise AdSimDataError(f"the saved SID config is not a SidConfig: {e}", file=str(directory)) from None
+        index_file = directory / "ad_index.npz"
+        read_npz(index_file)  # a truncated or foreign file is a clear error before PathIndex reads it
+        return cls(config=sid_config, tokenizer=load_tokenizer(directory / "tokenizer"),
                    ad_codes=arrays["ad_codes"], organic_codes=arrays["organic_codes"],
-                   ad_index=PathIndex.load(directory / "ad_index.npz"))
+                   ad_index=PathIndex.load(index_file))
+
+    def check(self, n_ads: int, n_organic: int, file: str) -> None:
+        """The codes fit the bundle (one row per ad and per organic item, every code inside its level's codebook)
+        and the path index is the index of the ad codes: what the simulator's trie and the env read."""
+        sizes = np.asarray(self.tokenizer.codebook_sizes)
+        for name, codes, rows, levels in (("ad_codes", self.ad_codes, n_ads, len(sizes)),
+                                          ("organic_codes", self.organic_codes, n_organic, None)):
+            if codes.ndim != 2 or codes.shape[0] != rows or codes.dtype.kind not in "iu":
+                raise AdSimDataError(f"{name} must be ({rows}, L) integers, got {codes.dtype} {codes.shape}",
+                                     file=file, column=name)
+            width = levels or codes.shape[1]
+            if codes.shape[1] != width or width > len(sizes):
+                raise AdSimDataError(f"{name} has {codes.shape[1]} levels, the tokenizer {len(sizes)}", file=file,
+                                     column=name)
+            bad = np.flatnonzero(((codes < 0) | (codes >= sizes[:width])).any(axis=1))
+            if len(bad):
+                raise AdSimDataError(f"{name} has codes outside the codebooks {sizes.tolist()}", file=file,
+                                     column=name, rows=bad)
+        expected = PathIndex.from_codes(self.ad_codes)
+        index = self.ad_index
+        if not all(np.array_equal(getattr(index, f), getattr(expected, f)) for f in ("paths", "offsets", "items")):
+            raise AdSimDataError("ad_index.npz is not the path index of ad_codes", file=file, column="ad_index")
 
 
 def fit_scenario_sids(ad_embeddings: np.ndarray, ads: pd.DataFrame, organic_embeddings: np.ndarray,
@@ -233,4 +265,11 @@ def bundle_sids(scenario) -> SidArtifacts:
     if not path.is_dir():
         raise AdSimDataError("the bundle has no semantic IDs: run `adsim build` (it fits them) on this scenario",
                              file=str(path))
-    return SidArtifacts.load(path)
+    artifacts = SidArtifacts.load(path)
+    artifacts.check(len(scenario.table("ads")), len(scenario.table("organic_items")), str(path))
+    recorded = (scenario.manifest.get("sid") or {}).get("codebook_sizes")
+    if recorded is not None and list(recorded) != list(artifacts.tokenizer.codebook_sizes):
+        raise AdSimDataError(f"the manifest records codebook sizes {recorded}, the saved tokenizer has "
+                             f"{list(artifacts.tokenizer.codebook_sizes)}: not the SIDs this bundle was built with",
+                             file=str(path))
+    return artifacts
