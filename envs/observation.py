@@ -12,12 +12,20 @@ import numpy as np
 
 from adsim.data.bundle import Scenario
 from adsim.simulator import kernels
-from adsim.simulator.history import ad_index, organic_index
+from adsim.simulator.history import ACTION_CLICK, ACTION_CONVERSION, ACTION_IMPRESSION, ad_index, organic_index
 from adsim.simulator.kernels import Backend, HistoryTables
 from adsim.simulator.requests import RequestBatch
 
-TOKEN_PAD, TOKEN_ORGANIC, TOKEN_IMPRESSION, TOKEN_CLICK, TOKEN_CONVERSION = 0, 2, 4, 5, 6
-"""History token types (1 and 3 are the U and E tokens, carried as feature vectors instead)."""
+TOKEN_PAD, TOKEN_U, TOKEN_O, TOKEN_E, TOKEN_I = 0, 1, 2, 3, 4
+"""Token types of the unified U/O/E/I sequence (GPR 4.2.1): padding, user, organic view, environment, ad
+interaction. The one vocabulary of the env's history and of the agents' sequence models."""
+N_TOKEN_TYPES = 5
+TOKEN_ORGANIC, TOKEN_IMPRESSION = TOKEN_O, TOKEN_I
+TOKEN_CLICK = TOKEN_I + ACTION_CLICK - ACTION_IMPRESSION
+TOKEN_CONVERSION = TOKEN_I + ACTION_CONVERSION - ACTION_IMPRESSION
+"""The env's history types (0 pad, 2 organic, 4 impression, 5 click, 6 conversion): U and E travel as feature
+vectors instead, and an I-token's type carries its action."""
+N_HISTORY_TYPES = TOKEN_CONVERSION + 1
 USER_FEATURES = ("age_bucket", "gender", "region", "activity_group", "primary_device")
 CONTEXT_FEATURES = ("hour", "device", "placement", "n_slots", "privacy", "is_synthetic")
 
@@ -78,7 +86,7 @@ class ObservationBuilder:
         a_rows, a_valid = self.ads.last(users, ts, self.history.ads)
         o_codes = np.where(o_valid[..., None], self.organic_codes[self.organic.payload["item_id"][o_rows]], -1)
         a_codes = np.where(a_valid[..., None], self.ad_codes[self.ads.payload["ad_id"][a_rows]], -1)
-        a_type = TOKEN_IMPRESSION - 1 + self.ads.payload["action"][a_rows].astype(np.int64)
+        a_type = TOKEN_IMPRESSION - ACTION_IMPRESSION + self.ads.payload["action"][a_rows].astype(np.int64)
         return {
             "user": self.user_features[users],
             "context": self.context(requests),

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from agents.checkpoint import Checkpoint
 from agents.hhd.losses import mtp_loss
-from agents.hhd.sequences import N_ACTIONS, N_TOKEN_TYPES, TOKEN_E, TOKEN_I, TOKEN_PAD, TOKEN_U, Batch
+from agents.hhd.sequences import N_ACTIONS, Batch
+from envs.observation import N_TOKEN_TYPES, TOKEN_E, TOKEN_I, TOKEN_PAD, TOKEN_U
 
 LegalFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps code prefixes ``(..., l)`` to the legal next codes ``(..., W)`` (bool), on their device; from

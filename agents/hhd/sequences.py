@@ -43,10 +43,8 @@ from adsim.simulator.history import (
     ad_index,
     organic_index,
 )
+from envs.observation import TOKEN_E, TOKEN_I, TOKEN_O, TOKEN_PAD, TOKEN_U, USER_FEATURES
 
-TOKEN_PAD, TOKEN_U, TOKEN_O, TOKEN_E, TOKEN_I = 0, 1, 2, 3, 4
-N_TOKEN_TYPES = 5
-USER_FEATURES = ("age_bucket", "gender", "region", "activity_group", "primary_device")
 ENV_FEATURES = ("hour", "device", "placement", "position", "privacy", "n_slots")
 N_ACTIONS = 4
 """Action ids: 0 none (non-I tokens), 1 impression, 2 click, 3 conversion."""

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from agents.hhd.model import HHDConfig
-from agents.hhd.sequences import TOKEN_E, TOKEN_I, TOKEN_O, TOKEN_PAD, TOKEN_U, Batch
+from agents.hhd.sequences import Batch
+from envs.observation import TOKEN_E, TOKEN_I, TOKEN_O, TOKEN_PAD, TOKEN_U
 
 TINY_DIMS = dict(codebook_sizes=(3, 4, 5), user_vocab=(3, 2), env_vocab=(4,), max_len=8, n_embd=16, n_head=2,
                  ffn_mult=2, n_thinking=2, refine_steps=2)

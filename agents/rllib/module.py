@@ -19,8 +19,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
-N_HISTORY_TYPES = 7
-"""History token types are 0..6 (see envs.observation)."""
+from envs.observation import N_HISTORY_TYPES
 
 
 @dataclass(frozen=True)

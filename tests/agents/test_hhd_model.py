@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from agents.hhd.losses import mtp_loss
 from agents.hhd.model import ABLATIONS, HHD, HHDConfig
-from agents.hhd.sequences import TOKEN_E, TOKEN_I, TOKEN_O, TOKEN_PAD, TOKEN_U
 from agents.hhd.testing import (
     TINY_DIMS,
     one_torch_thread,  # noqa: F401  (autouse fixture)
@@ -19,6 +18,7 @@ from agents.hhd.testing import (
     random_codes,
     tiny_config,
 )
+from envs.observation import TOKEN_E, TOKEN_I, TOKEN_O, TOKEN_PAD, TOKEN_U
 
 
 def visibility(config: HHDConfig, types: list[int]) -> np.ndarray:

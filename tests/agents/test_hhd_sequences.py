@@ -9,11 +9,6 @@ from fixtures.real_formats import AMAZON
 
 from agents.hhd.sequences import (
     ENV_FEATURES,
-    TOKEN_E,
-    TOKEN_I,
-    TOKEN_O,
-    TOKEN_PAD,
-    TOKEN_U,
     AmazonSequences,
     ScenarioSequences,
     SequenceConfig,
@@ -21,6 +16,7 @@ from agents.hhd.sequences import (
     pack_tokens,
     scenario_sids,
 )
+from envs.observation import TOKEN_E, TOKEN_I, TOKEN_O, TOKEN_PAD, TOKEN_U
 from reward_models.pipeline import ensure_scenario
 
 
