@@ -11,9 +11,12 @@ import pytest
 
 from adsim.ray_session import ray_session
 
+SET = ("RAY_USAGE_STATS_ENABLED", "RAY_TMPDIR")
+"""The variables ray_session sets for a private Ray (and restores after)."""
+
 
 def ray_environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
+    return {k: os.environ[k] for k in SET if k in os.environ}
 
 
 @pytest.fixture
@@ -32,8 +35,8 @@ def fake_ray(monkeypatch):
 
     ray.init, ray.shutdown, ray.calls = init, shutdown, calls
     monkeypatch.setitem(sys.modules, "ray", ray)
-    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
-    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    for name in SET:
+        monkeypatch.delenv(name, raising=False)
     return ray
 
 
