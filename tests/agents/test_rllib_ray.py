@@ -198,8 +198,8 @@ def test_benchmark_quick_runs_write_csv_and_markdown(ray_tmp, env_fixture, name)
     main(["--quick", "--scenario", env_fixture.path, "--scorer-factory", "conftest:TruthLikeScorer",
           "--out", str(out)])
     tables = sorted(p.name for p in out.iterdir())
-    assert tables == (["rllib_tune.csv", "rllib_tune.md", "rllib_tune_trials.csv", "rllib_tune_trials.md"]
-                      if name == "rllib_tune" else ["baselines.csv", "baselines.md"])
+    reports = ["rllib_tune", "rllib_tune_trials"] if name == "rllib_tune" else ["baselines"]
+    assert tables == sorted(f"{r}{suffix}" for r in reports for suffix in (".csv", ".json", ".md"))
     import pandas as pd
 
     table = pd.read_csv(out / f"{name}.csv").set_index("policy")
