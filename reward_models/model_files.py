@@ -101,6 +101,11 @@ def _check_tree(block: str, index: int, n_features: int, error) -> None:
     for key in ("num_leaves", "num_cat"):
         if not _INT.fullmatch(fields.get(key, "")) or fields[key].startswith("-"):
             raise error(f"tree {index}: {key} is missing or not a non-negative integer")
+    if fields.get("is_linear", "0") != "0":
+        raise error(f"tree {index} is a linear tree (is_linear={fields['is_linear'][:10]!r}): adsim's reward models "
+                    "are plain trees")
+    if "shrinkage" in fields:
+        _numbers(fields["shrinkage"], float, f"tree {index}: shrinkage", error)
     leaves, cats = int(fields["num_leaves"]), int(fields["num_cat"])
     if leaves < 1:
         raise error(f"tree {index}: num_leaves must be >= 1")
