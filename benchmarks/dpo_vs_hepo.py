@@ -1,22 +1,43 @@
-"""DPO vs HEPO (GPR Table 3) on a synthetic scenario: the whole chain, several seeds, honest intervals.
+"""DPO vs HEPO (GPR Table 3) on a synthetic scenario: the whole chain, fair tuning, ablations, honest intervals.
 
-    python -m benchmarks.dpo_vs_hepo --preset quick     # tiny world, under 15 minutes on 2 cores
-    python -m benchmarks.dpo_vs_hepo --preset full      # small world, longer runs (a GPU or a long night)
-    adsim bench dpo-vs-hepo --preset quick              # the same, from the CLI
+    python -m benchmarks.dpo_vs_hepo --preset quick       # tiny world, the README's main job (~10 min, 2 cores)
+    python -m benchmarks.dpo_vs_hepo --preset standard    # small world, 5 seeds (~1 h on 2 cores)
+    python -m benchmarks.dpo_vs_hepo --preset smoke       # seconds: the test
+    adsim bench dpo-vs-hepo --preset quick --scenario path/to/bundle   # any preset on any bundle
 
-Per seed: MTP pre-training -> VAFT -> from the same VAFT checkpoint, with the same simulator budget: DPO, HEPO,
-HEPO with ARR, HEPO without process rewards, GRPO. Every model is evaluated on the same held-out test requests
-(``agents.posttrain.evaluation``) under the reward models and under the world's truth. Output: CSV + Markdown
-(mean and 95% t-interval over seeds), a PNG of DPO's and HEPO's learning curves against simulator calls, and
-verdicts on GPR's ordering HEPO > DPO > VAFT > MTP, judged per column by ``benchmarks.stats``' rule on the
-seed-paired differences.
+Per (world, seed): MTP pre-training -> VAFT -> from the same VAFT checkpoint, with the same simulator budget
+(``iterations x requests_per_iter x candidates`` scored paths, HEPO's critic warm-up included): DPO, HEPO, GRPO
+and the HEPO ablations (each changes one thing HEPO's explanation rests on). Every model is evaluated on the
+same held-out test requests (``agents.posttrain.evaluation``) under the reward models and, where the bundle has
+it, the world's truth.
+
+Tuning, the same for every method: before the test runs, each method (and each ablation) is trained on a
+separate chain (seed ``tune_seed``) for every ``lr`` in ``lrs`` x every value of its own knob (DPO: beta and pair
+rule; HEPO: the critic's lr; GRPO: the clip range; ablations: the lr, with HEPO's chosen knob), with the same
+budget, and scored on VALIDATION requests; the best ``model/avg_over_oracle`` (what a practitioner can measure:
+no truth) picks its settings. The search table and the choice are written beside the results.
+
+Resumable in pieces: every (world, seed, method) result and every search cell is one JSON file under
+``OUT/PRESET/pieces/`` written atomically (temp, rename) as it finishes; a rerun skips pieces whose settings
+match, and the report is merged from the pieces (``--commit-pieces`` also commits each piece file as it lands).
+
+Output in ``OUT/PRESET/``: ``dpo_vs_hepo.md/.csv/.json`` (mean and 95 % t-interval over seeds, verdicts per
+column on GPR's ordering HEPO > DPO > VAFT > MTP from seed-paired differences, ``benchmarks.stats``' rule),
+``ablations.*`` (HEPO minus each ablation, per column), ``search.*`` and ``chosen.*`` (the tuning), ``runs.csv``,
+``learning_curves.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
@@ -27,33 +48,73 @@ from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
 from benchmarks.report import write_report
 from benchmarks.stats import paired_differences, t_interval
 
-POSTTRAIN = {
-    "+DPO": {"method": "dpo"},
-    "+HEPO": {"method": "hepo"},
-    "+HEPO w/ ARR": {"method": "hepo", "arr_ratio": 0.3},
-    "+HEPO w/o process rewards": {"method": "hepo", "process_rewards": False},
-    "+GRPO": {"method": "grpo"},
-}
+PROCESS_ALPHAS = (0.2, 0.1)
+HEPO = {"method": "hepo", "critic_warmup": -1, "normalise_advantages": True, "arr_ratio": 0.3}
+"""GPR's HEPO as a practitioner runs it: process rewards, ARR, a warmed-up critic (-1: the preset's warm-up
+length), per-level normalised coarse advantages."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A post-training row: PostTrainConfig overrides, and the method-specific knob its search tries."""
+
+    name: str
+    overrides: dict
+    knob: str = ""
+    knob_values: tuple[dict, ...] = ({},)
+    ablation_of: str = ""
+    """For an ablation: what it removes from HEPO (its search is over lr only, with HEPO's chosen knob)."""
+
+
+METHODS = (
+    Method("+DPO", {"method": "dpo"}, "beta / pairs",
+           ({"beta": 0.1, "max_pairs": 4}, {"beta": 0.5, "max_pairs": 4}, {"beta": 0.1, "max_pairs": 1})),
+    Method("+HEPO", HEPO, "critic_lr", ({"critic_lr": 1e-3}, {"critic_lr": 3e-3})),
+    Method("+GRPO", {"method": "grpo"}, "clip_eps", ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
+    Method("HEPO cold critic", {**HEPO, "critic_warmup": 0}, ablation_of="the critic warm-up"),
+    Method("HEPO raw coarse advantages", {**HEPO, "normalise_advantages": False},
+           ablation_of="per-level advantage normalisation"),
+    Method("HEPO w/o process rewards", {**HEPO, "process_rewards": False}, ablation_of="process rewards"),
+    Method("HEPO w/o ARR", {**HEPO, "arr_ratio": 0.0}, ablation_of="ARR"),
+    Method("HEPO lambda=0", {**HEPO, "lam": 0.0}, ablation_of="GAE lambda 0.95 (vs one-step TD)"),
+    Method("HEPO lambda=1", {**HEPO, "lam": 1.0}, ablation_of="GAE lambda 0.95 (vs Monte Carlo)"),
+)
+BY_NAME = {m.name: m for m in METHODS}
+CHAIN = ("MTP (base)", "+VAFT")
+ORDER = ("+HEPO", "+DPO", "+VAFT", "MTP (base)")
+METRICS = ("ndcg", "opr", "avg_over_oracle", "max_over_oracle", "normalised_score")
+SELECT = "model/avg_over_oracle"
+"""The tuning criterion on validation requests (model-scored: a practitioner has no truth)."""
 
 
 @dataclass
 class Preset:
     scenario: str = "tiny"
-    """World preset or bundle path."""
+    """World preset or bundle path (imported bundles have no truth: model columns only)."""
+    world_seeds: tuple[int, ...] = (0,)
+    """World (bundle) seeds of a preset scenario; one table per world."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """One whole chain (MTP, VAFT, every post-training method) per seed."""
+    tune_seed: int = 100
+    """The chain the search trains (scored on validation requests), apart from every test seed."""
     n_embd: int = 32
     mtp_steps: int = 150
     vaft_steps: int = 60
     batch_size: int = 64
     """Pre-training and VAFT batch size."""
-    iterations: int = 60
-    """Post-training iterations of every method."""
+    iterations: int = 40
+    """Post-training iterations of every method (HEPO's critic warm-up included)."""
+    critic_warmup: int = 8
+    """HEPO: value-only iterations at the start."""
     requests_per_iter: int = 16
     candidates: int = 8
     """K candidate paths per request while post-training."""
-    lr: float = 1e-4
-    """Post-training learning rate."""
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    """The search's learning rates (every method)."""
+    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
+    """Post-training rows to run (``METHODS`` names)."""
+    tune_requests: int = 200
+    """Validation requests of the search."""
     eval_requests: int = 200
     """Held-out test requests every model is scored on."""
     eval_k: int = 8
@@ -61,73 +122,273 @@ class Preset:
 
 
 PRESETS = {
-    "quick": Preset(),
-    "full": Preset(scenario="small", n_embd=64, mtp_steps=600, vaft_steps=200, batch_size=256, iterations=100,
-                   requests_per_iter=32, candidates=16, eval_requests=1000, eval_k=40),
     "smoke": Preset(seeds=(0, 1), n_embd=16, mtp_steps=20, vaft_steps=10, batch_size=32, iterations=3,
-                    requests_per_iter=4, candidates=4, eval_requests=30, eval_k=4),
+                    critic_warmup=1, requests_per_iter=4, candidates=4, lrs=(1e-3,),
+                    methods=("+DPO", "+HEPO", "+GRPO", "HEPO cold critic"), tune_requests=30, eval_requests=30,
+                    eval_k=4),
+    "quick": Preset(),
+    "standard": Preset(scenario="small", seeds=(0, 1, 2, 3, 4), n_embd=64, mtp_steps=400, vaft_steps=150,
+                       batch_size=128, iterations=80, critic_warmup=12, requests_per_iter=32, candidates=16,
+                       tune_requests=400, eval_requests=500, eval_k=16),
 }
 
 
 @dataclass
 class Config:
-    preset: Literal["quick", "full", "smoke"] = "quick"
+    preset: Literal["smoke", "quick", "standard"] = "quick"
     """A ``PRESETS`` entry; the preset options below override single settings of it."""
     out: Path = Path("results/dpo_vs_hepo")
+    """Results go to OUT/PRESET/ (pieces in OUT/PRESET/pieces/)."""
     runs: Path = Path("runs/dpo_vs_hepo")
-    """Checkpoints and curves."""
+    """Checkpoints and curves (RUNS/PRESET/...), not committed."""
+    workers: int = 2
+    """Pieces run in this many processes (1: in this one)."""
+    commit_pieces: bool = False
+    """``git commit`` each piece file as it lands (for long runs that may be cut off)."""
     settings: Preset = field(default_factory=Preset)
 
 
-def run_seed(cfg: Config, seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
+# ---------------------------------------------------------------------------------------------------- pieces
+@dataclass(frozen=True)
+class Piece:
+    """One unit of work and its result file: a chain (MTP + VAFT rows), a search cell or a test row."""
+
+    kind: Literal["chain", "search", "test"]
+    world: int
+    seed: int
+    method: str = ""
+    overrides: tuple = ()
+    """Sorted (key, value) PostTrainConfig overrides (search and test)."""
+
+    @property
+    def slug(self) -> str:
+        name = self.method.strip("+").replace(" ", "_").replace("/", "").replace("=", "") or "chain"
+        extra = "_".join(f"{k}{v}" for k, v in self.overrides if k in ("lr", "beta", "max_pairs", "critic_lr",
+                                                                       "clip_eps")) if self.kind == "search" else ""
+        return f"w{self.world}_s{self.seed}_{name}" + (f"_{extra}" if extra else "")
+
+    def path(self, root: Path) -> Path:
+        return root / "pieces" / self.kind / f"{self.slug}.json"
+
+
+def settings_key(preset: Preset, piece: Piece) -> str:
+    """What a piece's result depends on; a stored piece with another key is stale and run again."""
+    chain = {k: getattr(preset, k) for k in ("scenario", "n_embd", "mtp_steps", "vaft_steps", "batch_size")}
+    post = {k: getattr(preset, k) for k in ("iterations", "requests_per_iter", "candidates")}
+    evaluation = ({"tune_requests": preset.tune_requests} if piece.kind == "search" else
+                  {"eval_requests": preset.eval_requests})
+    blob = json.dumps([chain, post, evaluation, preset.eval_k, asdict(piece)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=0, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def load_piece(root: Path, preset: Preset, piece: Piece) -> dict | None:
+    path = piece.path(root)
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text())
+    return payload if payload.get("key") == settings_key(preset, piece) else None
+
+
+_ENVS: dict = {}
+
+
+def _env(scenario: str, world: int, split: str):
+    from agents.hhd.train import TrainConfig
+    from agents.posttrain.train import PolicyEnv
+
+    key = (scenario, world, split)
+    if key not in _ENVS:
+        _ENVS[key] = PolicyEnv.open(scenario, world, split, PROCESS_ALPHAS, TrainConfig().seq)
+    return _ENVS[key]
+
+
+def _evalset(preset: Preset, world: int, seed: int, split: str):
+    from agents.posttrain.evaluation import EvalSet
+
+    key = ("evalset", preset.scenario, world, seed, split)
+    if key not in _ENVS:
+        n = preset.tune_requests if split == "valid" else preset.eval_requests
+        _ENVS[key] = EvalSet.build(_env(preset.scenario, world, split), n, preset.eval_k, seed)
+    return _ENVS[key]
+
+
+def _chain_dir(runs: Path, world: int, seed: int) -> Path:
+    return runs / f"w{world}_s{seed}"
+
+
+def _round(row: dict) -> dict:
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def run_piece(preset: Preset, root: Path, runs: Path, piece: Piece) -> Path:
+    """Compute one piece (training its chain first if the VAFT checkpoint is missing) and write its file."""
+    import torch
+
     from agents.hhd.model import HHDConfig
     from agents.hhd.train import TrainConfig, train
-    from agents.posttrain.evaluation import EvalSet, evaluate_policy
-    from agents.posttrain.train import PolicyEnv, PostTrainConfig
+    from agents.posttrain.evaluation import evaluate_policy
+    from agents.posttrain.train import PostTrainConfig
     from agents.posttrain.train import train as posttrain
 
-    p = cfg.settings
-    base = cfg.runs / f"seed{seed}"
-    rows, curves = [], {}
-    test_env = PolicyEnv.open(p.scenario, 0, "test", (0.2, 0.1), TrainConfig().seq)
-    evalset = EvalSet.build(test_env, p.eval_requests, p.eval_k, seed)
+    torch.set_num_threads(1)
+    p, started = preset, time.perf_counter()
+    base = _chain_dir(runs, piece.world, piece.seed)
+    split = "valid" if piece.kind == "search" else "test"
 
-    def record(name: str, model, seconds: float, calls: int) -> None:
-        row = {"model": name, "seed": seed, **evaluate_policy(model, test_env, evalset, p.eval_k),
-               "simulator_calls": calls, "train_seconds": round(seconds, 1)}
-        rows.append(row)
-        print(f"  seed {seed} {name:<28} model avg/oracle {row['model/avg_over_oracle']:.3f} "
-              f"truth avg/oracle {row['truth/avg_over_oracle']:.3f}", flush=True)
+    def evaluate(model) -> dict:
+        return evaluate_policy(model, _env(p.scenario, piece.world, split),
+                               _evalset(p, piece.world, piece.seed, split), p.eval_k)
 
-    # ---------------------------------------------------------------------------------- MTP -> VAFT
-    started = time.perf_counter()
-    mtp = train(TrainConfig(data=p.scenario, seed=seed, model=HHDConfig(n_embd=p.n_embd), steps=p.mtp_steps,
-                            batch_size=p.batch_size, out=str(base / "mtp"), threads=1, log_every=10**9),
-                verbose=False)
-    record("MTP (base)", mtp.model, time.perf_counter() - started, 0)
-    started = time.perf_counter()
-    vaft = train(TrainConfig(data=p.scenario, seed=seed, stage="vaft", init_from=str(mtp.checkpoint),
-                             steps=p.vaft_steps, batch_size=p.batch_size, out=str(base / "vaft"), threads=1,
-                             log_every=10**9), verbose=False)
-    record("+VAFT", vaft.model, time.perf_counter() - started, 0)
+    def chain(record: bool) -> list[dict]:
+        # ------------------------------------------------------------------------------ MTP -> VAFT
+        rows, t0 = [], time.perf_counter()
+        common = {"data": p.scenario, "data_seed": piece.world, "seed": piece.seed, "batch_size": p.batch_size,
+                  "threads": 1, "log_every": 10**9}
+        mtp = train(TrainConfig(model=HHDConfig(n_embd=p.n_embd), steps=p.mtp_steps, out=str(base / "mtp"),
+                                **common), verbose=False)
+        if record:
+            rows.append({"model": CHAIN[0], **evaluate(mtp.model), "simulator_calls": 0,
+                         "train_seconds": time.perf_counter() - t0})
+        t0 = time.perf_counter()
+        vaft = train(TrainConfig(stage="vaft", init_from=str(mtp.checkpoint), steps=p.vaft_steps,
+                                 out=str(base / "vaft"), **common), verbose=False)
+        if record:
+            rows.append({"model": CHAIN[1], **evaluate(vaft.model), "simulator_calls": 0,
+                         "train_seconds": time.perf_counter() - t0})
+        return rows
 
-    # ---------------------------------------------------------------------------------- post-training
-    train_env = PolicyEnv.open(p.scenario, 0, "train", (0.2, 0.1), TrainConfig().seq)
-    common = PostTrainConfig(init_from=str(vaft.checkpoint), scenario=p.scenario, seed=seed,
-                             iterations=p.iterations, requests_per_iter=p.requests_per_iter,
-                             candidates=p.candidates, lr=p.lr)
-    for name, overrides in POSTTRAIN.items():
-        started = time.perf_counter()
-        slug = name.strip("+").replace(" ", "_").replace("/", "")
-        result = posttrain(replace(common, out=str(base / slug), **overrides), train_env, verbose=False)
-        record(name, result.model, time.perf_counter() - started, result.curve[-1]["simulator_calls"])
-        curves[name] = result.curve
-    return rows, curves
+    vaft_ckpt = base / "vaft" / "checkpoint.pt"
+    payload: dict = {"piece": asdict(piece), "key": settings_key(p, piece)}
+    if piece.kind == "chain":
+        payload["rows"] = [_round({**r, "world": piece.world, "seed": piece.seed}) for r in chain(record=True)]
+    else:
+        if not vaft_ckpt.is_file():
+            chain(record=False)  # deterministic: the same checkpoint the chain piece made
+        overrides = dict(piece.overrides)
+        config = PostTrainConfig(init_from=str(vaft_ckpt), scenario=p.scenario, data_seed=piece.world,
+                                 seed=piece.seed, iterations=p.iterations, requests_per_iter=p.requests_per_iter,
+                                 candidates=p.candidates, process_alphas=PROCESS_ALPHAS,
+                                 out=str(base / "post" / piece.path(Path(".")).stem), **overrides)
+        result = posttrain(config, _env(p.scenario, piece.world, "train"), verbose=False)
+        row = {"model": piece.method, **evaluate(result.model), "world": piece.world, "seed": piece.seed,
+               "simulator_calls": result.curve[-1]["simulator_calls"], "train_seconds": time.perf_counter() - started}
+        payload["rows"] = [_round(row)]
+        payload["curve"] = [_round(r) for r in result.curve]
+    payload["seconds"] = round(time.perf_counter() - started, 1)
+    path = piece.path(root)
+    _write_atomic(path, payload)
+    return path
 
 
+def _commit(path: Path) -> None:
+    """Commit one piece file by path (retrying while another commit holds the index lock)."""
+    for attempt in range(10):
+        add = subprocess.run(["git", "add", "--", str(path)], capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", f"dpo_vs_hepo piece {path.parent.name}/{path.name}", "--", str(path)],
+            capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(2 + attempt)
+    print(f"  (could not commit {path})", flush=True)
+
+
+def run_pieces(cfg: Config, root: Path, runs: Path, pieces: list[Piece]) -> None:
+    """Run the pieces not already done (in ``cfg.workers`` processes); each file lands as its piece finishes."""
+    todo = [pc for pc in pieces if load_piece(root, cfg.settings, pc) is None]
+    print(f"{len(pieces) - len(todo)} of {len(pieces)} pieces already done; running {len(todo)}", flush=True)
+
+    def landed(path: Path) -> None:
+        print(f"  piece {path.parent.name}/{path.name}", flush=True)
+        if cfg.commit_pieces:
+            _commit(path)
+
+    if cfg.workers <= 1 or len(todo) <= 1:
+        for pc in todo:
+            landed(run_piece(cfg.settings, root, runs, pc))
+        return
+    with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_piece, cfg.settings, root, runs, pc) for pc in todo]
+        for future in as_completed(futures):
+            landed(future.result())
+
+
+# ---------------------------------------------------------------------------------------------------- search
+def _frozen(overrides: dict) -> tuple:
+    return tuple(sorted(overrides.items()))
+
+
+def _resolved(preset: Preset, overrides: dict) -> dict:
+    out = dict(overrides)
+    if out.get("critic_warmup") == -1:
+        out["critic_warmup"] = preset.critic_warmup
+    return out
+
+
+def search_pieces(preset: Preset, world: int, hepo_knob: dict | None = None) -> list[Piece]:
+    """The search grid: without ``hepo_knob``, lrs x knob of every main method; with it, lrs x that knob (HEPO's
+    chosen one) of every ablation, so an ablation differs from HEPO in the one part it removes (and its lr)."""
+    pieces = []
+    for name in preset.methods:
+        m = BY_NAME[name]
+        if bool(m.ablation_of) != (hepo_knob is not None):
+            continue
+        for knob in ((hepo_knob,) if m.ablation_of else m.knob_values):
+            for lr in preset.lrs:
+                pieces.append(Piece("search", world, preset.tune_seed, name,
+                                    _frozen({**_resolved(preset, m.overrides), **knob, "lr": lr})))
+    return pieces
+
+
+def choose(preset: Preset, root: Path, world: int) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The search table (every finished cell's validation score) and each method's best overrides."""
+    rows: list[dict] = []
+    best: dict[str, dict] = {}
+
+    def scan(pieces: list[Piece]) -> None:
+        for pc in pieces:
+            payload = load_piece(root, preset, pc)
+            if payload is None:
+                continue
+            over, score = dict(pc.overrides), payload["rows"][0]
+            knob_keys = [k for kv in BY_NAME[pc.method].knob_values for k in kv]
+            rows.append({"model": pc.method, "lr": over["lr"],
+                         "knob": ", ".join(f"{k}={over[k]}" for k in dict.fromkeys(knob_keys)) or "-",
+                         SELECT: score[SELECT], "truth/avg_over_oracle": score.get("truth/avg_over_oracle", np.nan),
+                         "overrides": over})
+            if pc.method not in best or rows[-1][SELECT] > best[pc.method][SELECT]:
+                best[pc.method] = rows[-1]
+
+    scan(search_pieces(preset, world))
+    knob = hepo_knob(best)
+    if knob is not None:
+        scan(search_pieces(preset, world, knob))
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["chosen"] = [best[r["model"]] is r for r in rows]
+        table = table.drop(columns="overrides").dropna(axis=1, how="all")
+    return table, {name: r["overrides"] for name, r in best.items()}
+
+
+def hepo_knob(best: dict[str, dict]) -> dict | None:
+    """HEPO's chosen knob value (what its ablations search with), None before HEPO's search is done."""
+    if "+HEPO" not in best:
+        return None
+    over = best["+HEPO"]["overrides"]
+    return {k: over[k] for kv in BY_NAME["+HEPO"].knob_values for k in kv}
+
+
+# ---------------------------------------------------------------------------------------------------- tables
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t-interval half-width over seeds, per model and metric."""
-    metrics = [c for c in runs.columns if c not in ("model", "seed")]
+    metrics = [c for c in runs.columns if c not in ("model", "seed", "world")]
     out = []
     for name, group in runs.groupby("model", sort=False):
         row = {"model": name, "seeds": len(group)}
@@ -138,19 +399,45 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def verdicts(runs: pd.DataFrame) -> list[str]:
-    """GPR's ordering HEPO > DPO > VAFT > MTP, checked per column with seed-paired differences."""
-    order = ["+HEPO", "+DPO", "+VAFT", "MTP (base)"]
-    columns = [c for c in runs.columns if c.split("/")[-1] in ("ndcg", "opr", "avg_final_value", "max_final_value")]
-    lines = []
-    for better, worse in zip(order[:-1], order[1:], strict=True):
-        for col in columns:
-            diff = t_interval(paired_differences(runs[runs["model"] == better].set_index("seed")[col],
-                                                 runs[runs["model"] == worse].set_index("seed")[col]))
-            if diff.n < 2:
-                continue
-            lines.append(f"- {better} > {worse} on {col}: {diff.verdict} (paired difference {diff}, {diff.n} seeds)")
-    return lines
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    return [c for c in runs.columns if "/" in c and c.split("/")[0] in ("model", "truth")
+            and c.split("/")[1] in METRICS]
+
+
+def compare(runs: pd.DataFrame, better: str, worse: str, columns: list[str]) -> dict[str, object]:
+    """``better - worse`` paired by seed on each column: '<verdict> (<mean> ± <half width>)'."""
+    row: dict[str, object] = {"claim": f"{better} > {worse}"}
+    for col in columns:
+        a = runs[runs["model"] == better].set_index("seed")[col]
+        b = runs[runs["model"] == worse].set_index("seed")[col]
+        diff = t_interval(paired_differences(a, b))
+        row[col] = f"{diff.verdict} ({diff})" if diff.n else "-"
+    return row
+
+
+def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """GPR's ordering HEPO > DPO > VAFT > MTP, per column (seed-paired differences), plus HEPO vs GRPO."""
+    cols = metric_columns(runs)
+    present = set(runs["model"])
+    claims = [(a, b) for a, b in zip(ORDER[:-1], ORDER[1:], strict=True)] + [("+HEPO", "+GRPO"), ("+DPO", "+GRPO")]
+    return pd.DataFrame([compare(runs, a, b, cols) for a, b in claims if a in present and b in present])
+
+
+def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """HEPO minus each ablation on the avg/oracle and normalised-score columns: does the removed part matter?"""
+    cols = [c for c in metric_columns(runs) if c.split("/")[1] in ("avg_over_oracle", "normalised_score")]
+    rows = []
+    for m in METHODS:
+        if not m.ablation_of or m.name not in set(runs["model"]) or "+HEPO" not in set(runs["model"]):
+            continue
+        row = {"ablation": m.name, "tests": m.ablation_of}
+        ab = runs[runs["model"] == m.name]
+        for col in cols:
+            row[f"{col} (ablation)"] = str(t_interval(ab[col].to_numpy(dtype=float))).lstrip("+")
+        row.update({f"HEPO - ablation, {k}": v for k, v in compare(runs, "+HEPO", m.name, cols).items()
+                    if k != "claim"})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
@@ -159,8 +446,8 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ("+DPO", "+HEPO", "+HEPO w/ ARR", "+GRPO"):
+    fig, (ax, ax_ev) = plt.subplots(1, 2, figsize=(12, 4))
+    for name in ("+DPO", "+HEPO", "+GRPO", "HEPO cold critic", "HEPO w/o process rewards"):
         if name not in curves:
             continue
         runs = curves[name]
@@ -168,15 +455,45 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
         y = np.array([[r["final_value_mean"] for r in run] for run in runs])
         ax.plot(x, y.mean(axis=0), label=name)
         if len(runs) > 1:
-            ax.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.15)
+            ax.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.12)
+        if "losses/explained_variance" in runs[0][0]:
+            ev = np.array([[r["losses/explained_variance"] for r in run] for run in runs])
+            ax_ev.plot(x, ev.mean(axis=0), label=name)
     ax.set_xlabel("simulator calls (scored candidate paths)")
     ax.set_ylabel("mean final_value of sampled candidates")
-    ax.set_title("Post-training learning curves (mean, min-max over seeds)")
-    ax.legend()
+    ax.set_title("Learning curves (mean, min-max over seeds)")
+    ax.legend(fontsize=8)
+    ax_ev.set_xlabel("simulator calls")
+    ax_ev.set_ylabel("explained variance of the returns (all levels)")
+    ax_ev.set_title("HEPO's critic (before each update)")
+    ax_ev.axhline(0, color="grey", lw=0.5)
+    ax_ev.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def run_world(cfg: Config, root: Path, runs: Path, world: int) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
+    p = cfg.settings
+    # chains first (every later piece starts from one), then the search, then the test rows
+    run_pieces(cfg, root, runs, [Piece("chain", world, s) for s in (p.tune_seed, *p.seeds)])
+    run_pieces(cfg, root, runs, search_pieces(p, world))
+    knob = hepo_knob({name: {"overrides": o} for name, o in choose(p, root, world)[1].items()})
+    if knob is not None:
+        run_pieces(cfg, root, runs, search_pieces(p, world, knob))
+    search, best = choose(p, root, world)
+    tests = [Piece("test", world, s, name, _frozen(best[name])) for s in p.seeds for name in p.methods]
+    run_pieces(cfg, root, runs, tests)
+    rows, curves = [], {}
+    for s in p.seeds:
+        rows.extend(r for r in load_piece(root, p, Piece("chain", world, s))["rows"])
+    for pc in tests:
+        payload = load_piece(root, p, pc)
+        rows.extend(payload["rows"])
+        curves.setdefault(pc.method, []).append(payload["curve"])
+    return pd.DataFrame(rows), curves, search, best
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -186,32 +503,54 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     cfg = dataclass_from_arguments(Config, args)
     settings = dataclass_from_arguments(Preset, args, PRESETS[cfg.preset])
+    unknown = set(settings.methods) - set(BY_NAME)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(BY_NAME)}")
     cfg = replace(cfg, settings=settings)
+    root, runs = cfg.out / cfg.preset, cfg.runs / cfg.preset
 
     started = time.perf_counter()
-    rows, curves = [], {}
-    for seed in settings.seeds:
-        seed_rows, seed_curves = run_seed(cfg, seed)
-        rows.extend(seed_rows)
-        for name, curve in seed_curves.items():
-            curves.setdefault(name, []).append(curve)
-    runs = pd.DataFrame(rows)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(cfg.out / "runs.csv", index=False)
-    plot_curves(curves, cfg.out / "learning_curves.png")
-    table = summarise(runs)
-    keep = ["model", "seeds"] + [c for c in table.columns if c.startswith(("model/", "truth/"))
-                                 and c.split("/")[1] in ("ndcg", "opr", "avg_over_oracle", "max_over_oracle",
-                                                         "normalised_score")] + ["simulator_calls", "train_seconds"]
-    notes = [f"Preset {cfg.preset}: {settings}. Wall time {time.perf_counter() - started:.0f} s.",
-             "avg/max_over_oracle: average and best final_value of the K beam candidates divided by the request's "
-             "oracle (GPR's normalised avg/max final_value); normalised_score: (avg - random legal) / (oracle - "
-             "random legal). 'model' columns use the reward models the policies were trained against, 'truth' "
-             "columns the world's true pCTR/pCVR.", "", "GPR reports HEPO > DPO > VAFT > MTP on every column. Here:",
-             *verdicts(runs)]
-    write_report(cfg.out, "dpo_vs_hepo", table[keep], title="DPO vs HEPO (GPR Table 3) on adsim",
-                 notes="\n".join(notes))
-    return runs
+    all_runs, tables = [], []
+    for world in settings.world_seeds:
+        runs_df, curves, search, best = run_world(cfg, root, runs, world)
+        suffix = "" if len(settings.world_seeds) == 1 else f"_world{world}"
+        runs_df.to_csv(root / f"runs{suffix}.csv", index=False)
+        plot_curves(curves, root / f"learning_curves{suffix}.png")
+        write_report(root, f"search{suffix}", search, title=f"Hyper-parameter search (world {world}), validation "
+                     f"requests of seed {settings.tune_seed}",
+                     notes=f"Each method's cell with the best {SELECT} on validation requests is chosen; every cell "
+                     f"spends the same simulator budget ({settings.iterations} x {settings.requests_per_iter} x "
+                     f"{settings.candidates} scored paths). Ablations search lr with HEPO's chosen knob.")
+        chosen = pd.DataFrame([{"model": k, "settings": ", ".join(f"{kk}={v}" for kk, v in o.items())}
+                               for k, o in best.items()])
+        write_report(root, f"chosen{suffix}", chosen, title=f"Chosen post-training settings (world {world})")
+        all_runs.append(runs_df)
+        tables.append((world, runs_df))
+    runs_df = pd.concat(all_runs, ignore_index=True)
+    for world, df in tables:
+        suffix = "" if len(tables) == 1 else f"_world{world}"
+        table = summarise(df.drop(columns="world"))
+        keep = ["model", "seeds"] + metric_columns(table) + ["simulator_calls", "train_seconds"]
+        verdict = verdict_table(df)
+        ablations = ablation_table(df)
+        write_report(root, f"ablations{suffix}", ablations, title=f"HEPO ablations (world {world}): HEPO minus "
+                     "each ablation, seed-paired",
+                     notes="'holds': removing the part makes HEPO worse (the explanation it backs is supported); "
+                     "'reversed': HEPO is better without it; 'not significant': the interval covers 0.")
+        notes = [f"Preset {cfg.preset}: {settings}.",
+                 f"Wall time of this invocation {time.perf_counter() - started:.0f} s (pieces already done were "
+                 "reused).",
+                 "avg/max_over_oracle: average and best final_value of the K beam candidates divided by the "
+                 "request's oracle (GPR's normalised avg/max final_value); normalised_score: (avg - random legal) / "
+                 "(oracle - random legal). 'model' columns use the reward models the policies were trained "
+                 "against, 'truth' columns the world's true pCTR/pCVR. Every post-training row used its settings "
+                 "from the validation search (chosen.md).", "",
+                 "GPR reports HEPO > DPO > VAFT > MTP on every column. Here (seed-paired difference, 95% "
+                 "t-interval, benchmarks.stats):", "", verdict.to_markdown(index=False)]
+        write_report(root, f"dpo_vs_hepo{suffix}", table[keep], title=f"DPO vs HEPO (GPR Table 3) on adsim "
+                     f"({settings.scenario}, world {world})", notes="\n".join(notes))
+    print(f"done in {time.perf_counter() - started:.0f} s", flush=True)
+    return runs_df
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 For each test request the policy's trie-constrained beam search returns K candidates in its own order; the
 simulator scores them. Reported per reward source ("model": the reward models the policy was trained against;
-"truth": the world's true pCTR/pCVR, so a gain that exists only under "model" is reward-model exploitation):
+"truth": the world's true pCTR/pCVR, so a gain that exists only under "model" is reward-model exploitation; a
+bundle without ground truth, e.g. imported logs, gets the "model" columns only):
 
 * nDCG and OPR of the policy's candidate order against final_value;
 * average and maximum final_value over the K candidates, raw and divided by the request's oracle (the best
@@ -28,6 +29,11 @@ from agents.posttrain.train import PolicyEnv
 SOURCES = ("model", "truth")
 
 
+def available_sources(env: PolicyEnv) -> tuple[str, ...]:
+    """The reward sources ``env``'s simulator can score: both for a synthetic world, "model" for imported logs."""
+    return tuple(s for s in SOURCES if env.ctx.simulator.scorers.get(s) is not None)
+
+
 @dataclass
 class EvalSet:
     """Fixed held-out requests with everything that does not depend on the policy, computed once."""
@@ -48,7 +54,7 @@ class EvalSet:
         tries = RequestTries(sim, take(requests, keep), allowed[keep])
         paths = random_legal_paths(tries, rng, k)
         oracle, random = {}, {}
-        for source in SOURCES:
+        for source in available_sources(env):
             oracle[source] = sim.oracle(tries.requests, source, allowed=tries.allowed)[0]
             random[source] = sim.evaluate(tries.requests, paths, source, allowed=tries.allowed).final_value.mean(axis=1)
         return cls(tries.requests, tries.allowed, oracle, random)
@@ -62,7 +68,7 @@ def evaluate_policy(model: HHD, env: PolicyEnv, evalset: EvalSet, k: int) -> dic
                             BeamConfig(beam=k))
     paths = np.maximum(beams.paths, 0)
     row: dict[str, float] = {}
-    for source in SOURCES:
+    for source in evalset.oracle:
         ev = sim.evaluate(evalset.requests, paths, source, allowed=evalset.allowed)
         valid = ev.valid & beams.found
         value = np.where(valid, ev.final_value, 0.0)

@@ -72,6 +72,24 @@ def hepo_advantages(process: np.ndarray, terminal: np.ndarray, terminal_zscore: 
     return Advantages(adv, returns(rewards, gamma))
 
 
+def normalise_levels(advantages: np.ndarray, levels: slice | None = None, eps: float = 1e-8) -> np.ndarray:
+    """(N, L) -> (N, L): each level in ``levels`` (default: the coarse ones, all but the last) standardised over
+    the N samples, (A_l - mean_l) / (std_l + eps), the PPO-style batch normalisation applied per level.
+
+    Why per level: the terminal level's advantage is already a group z-score (std ~1) while GAE over process
+    rewards and critic errors gives the coarse levels a std of ~0.1, so under one lr the coarse decisions would
+    move several times less than the last one. A level with no spread (std 0) is left centred at 0.
+    """
+    adv = np.array(advantages, dtype=np.float64, copy=True)
+    levels = slice(0, adv.shape[1] - 1) if levels is None else levels
+    part = adv[:, levels]
+    if len(part):
+        std = part.std(axis=0, keepdims=True)
+        centred = part - part.mean(axis=0, keepdims=True)
+        adv[:, levels] = np.where(std > 0, centred / (np.where(std > 0, std, 1.0) + eps), 0.0)
+    return adv
+
+
 def grpo_advantages(terminal_zscore: np.ndarray, depth: int) -> Advantages:
     """GRPO: every level gets its path's group z-scored final_value; no critic (returns are unused zeros)."""
     z = np.asarray(terminal_zscore, dtype=np.float64)
@@ -85,6 +103,28 @@ def clipped_policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: 
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
     return -(torch.minimum(unclipped, clipped) * level_coef).sum(dim=1).mean()
+
+
+def level_diagnostics(logp: torch.Tensor, logp_old: torch.Tensor, clip_eps: float) -> dict[str, np.ndarray]:
+    """CleanRL's PPO diagnostics per level from (N, L) log-probs: ``approx_kl`` = mean((rho - 1) - log rho) (the
+    low-variance k3 estimator, >= 0) and ``clipfrac`` = share of samples with |rho - 1| > eps. Returns (L,) arrays."""
+    with torch.no_grad():
+        log_ratio = logp - logp_old
+        ratio = log_ratio.exp()
+        kl = ((ratio - 1.0) - log_ratio).mean(dim=0)
+        clipfrac = ((ratio - 1.0).abs() > clip_eps).float().mean(dim=0)
+    return {"approx_kl": kl.double().numpy(), "clipfrac": clipfrac.double().numpy()}
+
+
+def explained_variance(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """1 - Var(target - pred) / Var(target) per column of (N, L) arrays (CleanRL's, per level): 1 is a perfect
+    critic, 0 one no better than the mean, negative worse; NaN where the target has no variance."""
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if pred.ndim == 1:
+        return explained_variance(pred[:, None], target[:, None])[0]
+    var = target.var(axis=0)
+    resid = (target - pred).var(axis=0)
+    return np.where(var > 0, 1.0 - resid / np.where(var > 0, var, 1.0), np.nan)
 
 
 def value_loss(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

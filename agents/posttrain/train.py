@@ -9,16 +9,28 @@ paths per request through the personalised trie (recording behaviour log-probs p
 simulator, then updates:
 
 * ``hepo``: GPR's HEPO. Coarse levels: GAE over the process rewards with the HTE critic; last level: the
-  z-score of the reward over the request's K candidates; clipped-ratio loss with per-level coefficients, plus
-  the critic's MSE to the returns (the critic reads stop-gradient intent embeddings, as HTE does).
+  z-score of the reward over the request's K candidates; clipped-ratio loss with per-level coefficients c_l,
+  plus the critic's MSE to the returns (the critic reads stop-gradient intent embeddings, as HTE does). The
+  first ``critic_warmup`` iterations are value-only (rollouts scored and counted in the budget, only the critic
+  moves), so the policy's first update already has a critic fitted to this reward; ``normalise_advantages``
+  standardises each coarse level's advantages over the batch (the last level is a z-score already).
 * ``grpo``: the group z-score at every level, no critic (DiffuReason's GRPO).
 * ``dpo``: preference pairs from the K scored candidates (``objectives.preference_pairs``), DPO loss against
   the frozen initial policy (the VAFT model) as reference.
 
-The reward the policy learns from is ``log1p(final_value / mean logged final_value)``: the HTE heads were
-pre-trained on the same log1p scale, and it tames final_value's heavy tail (only HEPO's critic sees the scale;
-z-scores do not). Checkpoints (``agents.checkpoint``) hold model, optimizer, iteration and every RNG, so a resumed run
-ends identical to an uninterrupted one.
+The reward: ``R = log1p(final_value / unit)`` with ``unit`` the mean logged final_value of the bundle (so R ~ 0.7
+for a typical logged ad; the log tames final_value's heavy tail). HEPO's critic regresses the returns
+``G_l = sum_k gamma^k r_{l+k}`` of R and the process rewards. That is NOT the scale HTE was pre-trained on:
+``agents.hhd.train`` fits the value heads to ``log1p(ranking_ecpm / mean ranking_ecpm)`` of the logged first
+target, the logging ranker's eCPM without the conversion term, on logged (not sampled) ads. Hence the warm-up.
+Only HEPO's critic sees R's scale; z-scores and DPO's pairs do not.
+
+Logged per iteration (``curve``, CleanRL names): ``losses/approx_kl`` and ``losses/clipfrac`` (mean over levels and
+``..._l1``..``_lL`` per level, last epoch vs the behaviour policy), ``losses/explained_variance`` (all levels, and per
+level, of the critic's values before the update against the returns), ``losses/policy_loss``,
+``losses/value_loss``, ``charts/adv_std_l*`` (advantage std per level, after normalisation), ``charts/SPS``
+(scored paths per second of wall time). Checkpoints (``agents.checkpoint``) hold model, optimizer, iteration and
+every RNG, so a resumed run ends identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -67,6 +80,17 @@ class PostTrainConfig:
     """K candidate paths sampled per request."""
     temperature: float = 1.0
     lr: float = 1e-4
+    """Learning rate of the policy (HSD and PTD)."""
+    critic_lr: float | None = None
+    """HEPO: learning rate of the HTE value heads (None: ``lr``)."""
+    critic_warmup: int = 0
+    """HEPO: value-only iterations before the first policy update, part of ``iterations`` (so of the budget)."""
+    critic_epochs: int = 4
+    """HEPO: passes over every warm-up sample so far after each warm-up iteration (see ``fit_critic``)."""
+    critic_batch: int = 256
+    """HEPO: minibatch size of the warm-up's critic fit."""
+    normalise_advantages: bool = False
+    """HEPO: standardise each coarse level's advantages over the iteration's samples (the last is a z-score)."""
     epochs: int = 2
     """Passes over each iteration's samples."""
     grad_clip: float = 1.0
@@ -86,6 +110,8 @@ class PostTrainConfig:
     """Also checkpoint every this many iterations (0: only at the end)."""
     resume: bool = False
     threads: int | None = 1
+    backend: Literal["auto", "reference", "compiled"] = "auto"
+    """Simulator backend; auto: ``compiled`` where ``Simulator.evaluate`` offers it (same numbers, faster)."""
     seq: SequenceConfig = field(default_factory=SequenceConfig)
 
     def __post_init__(self) -> None:
@@ -93,8 +119,22 @@ class PostTrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.candidates < 2:
             raise ValueError(f"candidates must be >= 2 (z-scores and pairs need a group), got {self.candidates}")
+        if self.critic_warmup and self.method != "hepo":
+            raise ValueError(f"critic_warmup is HEPO's (the only method with a critic), got method {self.method!r}")
+        if self.critic_warmup < 0:
+            raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         self.level_coef = tuple(self.level_coef)
         self.process_alphas = tuple(self.process_alphas)
+
+
+def simulator_backend(sim: object, requested: str = "auto") -> dict:
+    """Keyword arguments selecting the simulator backend: ``{}`` for the reference, where there is no choice."""
+    offers = "backend" in inspect.signature(sim.evaluate).parameters
+    if requested == "compiled" and not offers:
+        raise ValueError("this simulator has no compiled backend")
+    if requested == "reference" or not offers:
+        return {}
+    return {"backend": "compiled"}
 
 
 @dataclass
@@ -124,6 +164,8 @@ class PolicyEnv:
                                        env[rows]).to("cpu")
 
     def reward(self, final_value: np.ndarray) -> np.ndarray:
+        """R = log1p(final_value / unit), unit = the bundle's mean logged final_value: HEPO's terminal reward and
+        the scale of its critic's targets (see the module docstring for how it differs from HTE's pre-training)."""
         return np.log1p(np.maximum(final_value, 0.0) / self.reward_unit)
 
 
@@ -139,13 +181,14 @@ class Rollout:
 
 
 def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperature: float,
-            generator: torch.Generator, with_process: bool) -> Rollout:
+            generator: torch.Generator, with_process: bool, backend: str = "auto") -> Rollout:
     """Sample K paths per request under the personalised trie and score them in the simulator.
 
     Requests for which no ad is eligible (nothing to generate) are dropped.
     """
     sim = env.ctx.simulator
-    allowed = sim.allowed(requests)
+    fast = simulator_backend(sim, backend)
+    allowed = sim.allowed(requests, **fast)
     keep = np.flatnonzero(allowed.any(axis=1))
     requests, allowed = take(requests, keep), allowed[keep]
     b = len(allowed)
@@ -155,10 +198,46 @@ def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperat
         out = model.get_action_and_value(batch, legal=env.trie.legal(rep), temperature=temperature,
                                          generator=generator)
     paths = out.paths.numpy().reshape(b, k, -1)
-    ev = sim.evaluate(requests, paths, allowed=allowed)
-    process = sim.process_rewards(requests, paths, allowed=allowed) if with_process else np.zeros(
+    ev = sim.evaluate(requests, paths, allowed=allowed, **fast)
+    process = sim.process_rewards(requests, paths, allowed=allowed, **fast) if with_process else np.zeros(
         (b, k, paths.shape[2] - 1))
     return Rollout(batch, rep, out.paths, out.behaviour_log_probs, ev.final_value, ev.valid, process)
+
+
+@dataclass
+class CriticBuffer:
+    """Warm-up samples for the critic: stop-gradient intent memory, paths and returns, (N, M, C), (N, L), (N, L).
+
+    While the policy is frozen (the warm-up), a sample's memory never changes, so the critic can be fitted on
+    every warm-up sample so far, not only the last iteration's: 128 fresh samples per iteration are too few for a
+    regression of a heavy-tailed reward (the critic overfits them; explained variance on new rollouts falls).
+    """
+
+    memory: list[torch.Tensor] = field(default_factory=list)
+    paths: list[torch.Tensor] = field(default_factory=list)
+    returns: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, memory: torch.Tensor, paths: torch.Tensor, returns: torch.Tensor) -> None:
+        self.memory.append(memory.detach())
+        self.paths.append(paths)
+        self.returns.append(returns)
+
+
+def fit_critic(model: HHD, buffer: CriticBuffer, optimizer: torch.optim.Optimizer, epochs: int, batch: int,
+               rng: np.random.Generator, grad_clip: float) -> list[float]:
+    """Value-only minibatch passes over the buffer: MSE of V(s, z_{1:l}), l = 0..L-1, to the returns G_l."""
+    memory, paths, target = (torch.cat(x) for x in (buffer.memory, buffer.paths, buffer.returns))
+    depth, losses = paths.shape[1], []
+    for _ in range(epochs):
+        for rows in np.array_split(rng.permutation(len(paths)), max(1, -(-len(paths) // batch))):
+            idx = torch.as_tensor(rows)
+            loss = obj.value_loss(model.value.path_values(memory[idx], paths[idx])[:, :depth], target[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.value.parameters(), grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
 
 
 @dataclass
@@ -188,86 +267,135 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
         raise ValueError(f"level_coef needs {depth} entries, got {config.level_coef}")
     torch.manual_seed(config.seed)
     model.eval()  # sampling and the update score one deterministic policy (no refiner noise): ratios start at 1
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    critic = list(model.value.parameters()) if model.value is not None else []
+    critic_ids = {id(p) for p in critic}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in critic_ids], "lr": config.lr}]
+    if critic:
+        groups.append({"params": critic, "lr": config.critic_lr if config.critic_lr is not None else config.lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     rng = np.random.default_rng([config.seed, 7])
     generator = torch.Generator().manual_seed(config.seed)
-    start, curve = 0, []
+    start, curve, buffer = 0, [], CriticBuffer()
     if config.resume and ckpt_path.is_file():
         ckpt = Checkpoint.load(ckpt_path)
         ckpt.restore(model, optimizer, rng, generator)
         start, curve = ckpt.step, ckpt.state["curve"]
+        buffer = CriticBuffer(**ckpt.state.get("critic_buffer", {}))
 
     def save(iteration: int) -> None:
-        Checkpoint.of(TRAINER, model, optimizer, config, iteration, rng_state(rng, generator), curve=curve).save(
-            ckpt_path)
+        warm = iteration < config.critic_warmup
+        Checkpoint.of(TRAINER, model, optimizer, config, iteration, rng_state(rng, generator), curve=curve,
+                      critic_buffer=vars(buffer) if warm else {}).save(ckpt_path)
 
     coef = torch.tensor(config.level_coef, dtype=torch.float32)
     calls = curve[-1]["simulator_calls"] if curve else 0
 
     for iteration in range(start, config.iterations):
         started = time.perf_counter()
+        warmup = iteration < config.critic_warmup  # value-only: the critic learns R's scale before the policy moves
         # ---------------------------------------------------------------------------------- rollout
         requests = env.ctx.requests.sample(config.requests_per_iter, rng, config.arr_ratio)
         roll = collect(model, env, requests, config.candidates, config.temperature, generator,
-                       with_process=config.method == "hepo" and config.process_rewards)
+                       with_process=config.method == "hepo" and config.process_rewards, backend=config.backend)
         calls += roll.final_value.size
         reward = env.reward(roll.final_value)  # (B, K)
         z = obj.group_zscore(reward, roll.valid).ravel()
         legal = env.trie.legal(roll.legal_allowed)
+        valid = torch.as_tensor(roll.valid.ravel())
+        diag: dict[str, float] = {}
 
         # ---------------------------------------------------------------------------------- advantages
         if config.method == "hepo":
             with torch.no_grad():
-                values = model.get_action_and_value(roll.batch, paths=roll.paths, legal=legal).values
-            adv = obj.hepo_advantages(roll.process.reshape(-1, depth - 1), reward.ravel(), z,
-                                      values[:, :depth].numpy(), config.gamma, config.lam, config.process_rewards)
+                values = model.get_action_and_value(roll.batch, paths=roll.paths, legal=legal).values[:, :depth]
+            adv = obj.hepo_advantages(roll.process.reshape(-1, depth - 1), reward.ravel(), z, values.numpy(),
+                                      config.gamma, config.lam, config.process_rewards)
+            v = roll.valid.ravel()
+            if config.normalise_advantages:
+                a = adv.advantages.copy()
+                a[v] = obj.normalise_levels(a[v])
+                adv = obj.Advantages(a, adv.returns)
+            pred, target = values.numpy()[v], adv.returns[v]
+            diag["losses/explained_variance"] = float(obj.explained_variance(pred.ravel(), target.ravel()))
+            diag.update({f"losses/explained_variance_l{level + 1}": float(e)
+                         for level, e in enumerate(obj.explained_variance(pred, target))})
         elif config.method == "grpo":
             adv = obj.grpo_advantages(z, depth)
         else:
             pairs = obj.preference_pairs(roll.final_value, roll.valid, config.margin, config.max_pairs)
             k = config.candidates
             chosen, rejected = pairs[:, 0] * k + pairs[:, 1], pairs[:, 0] * k + pairs[:, 2]
+            diag["charts/dpo_pairs"] = float(len(pairs))
             if len(pairs):
                 with torch.no_grad():
                     ref_lp = reference.get_action_and_value(roll.batch, paths=roll.paths, legal=legal).log_probs.sum(1)
+        if config.method != "dpo":
+            a_valid = adv.advantages[roll.valid.ravel()]
+            diag.update({f"charts/adv_std_l{level + 1}": float(s) for level, s in enumerate(a_valid.std(axis=0))})
+
+        # ---------------------------------------------------------------------------------- critic warm-up
+        losses, policy_losses, value_losses, new = [], [], [], None
+        if warmup:
+            with torch.no_grad():
+                memory = model.encode(roll.batch).memory
+            buffer.add(memory[valid], roll.paths[valid], torch.as_tensor(adv.returns, dtype=torch.float32)[valid])
+            value_losses = fit_critic(model, buffer, optimizer, config.critic_epochs, config.critic_batch, rng,
+                                      config.grad_clip)
+            losses = value_losses
+            if iteration + 1 == config.critic_warmup:
+                buffer = CriticBuffer()  # the policy moves from here: old memories go stale
 
         # ---------------------------------------------------------------------------------- update
-        losses = []
-        for _ in range(config.epochs):
+        for _ in range(0 if warmup else config.epochs):
             if config.method == "dpo" and not len(pairs):
                 break
             new = model.get_action_and_value(roll.batch, paths=roll.paths, legal=legal)
             if config.method == "dpo":
                 lp = new.log_probs.sum(1)
                 loss = obj.dpo_loss(lp[chosen], lp[rejected], ref_lp[chosen], ref_lp[rejected], config.beta)
+                policy_losses.append(loss.item())
             else:
-                valid = torch.as_tensor(roll.valid.ravel())
                 a = torch.as_tensor(adv.advantages, dtype=torch.float32)[valid]
                 loss = obj.clipped_policy_loss(new.log_probs[valid], roll.behaviour[valid], a, coef, config.clip_eps)
+                policy_losses.append(loss.item())
                 if config.method == "hepo":
                     target = torch.as_tensor(adv.returns, dtype=torch.float32)[valid]
-                    loss = loss + config.value_coef * obj.value_loss(new.values[valid, :depth], target)
+                    vloss = obj.value_loss(new.values[valid, :depth], target)
+                    value_losses.append(vloss.item())
+                    loss = loss + config.value_coef * vloss
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            for group in optimizer.param_groups:  # clipped apart: the critic's gradients never shrink the policy's
+                torch.nn.utils.clip_grad_norm_(group["params"], config.grad_clip)
             optimizer.step()
             losses.append(loss.item())
+        if new is not None:  # the last epoch's policy against the behaviour policy, per level
+            level = obj.level_diagnostics(new.log_probs.detach()[valid], roll.behaviour[valid], config.clip_eps)
+            for name, per_level in level.items():
+                diag[f"losses/{name}"] = float(per_level.mean())
+                diag.update({f"losses/{name}_l{i + 1}": float(x) for i, x in enumerate(per_level)})
 
         # ---------------------------------------------------------------------------------- logging
-        row = {"iteration": iteration + 1, "simulator_calls": calls,
+        seconds = time.perf_counter() - started
+        row = {"iteration": iteration + 1, "phase": "critic_warmup" if warmup else "policy", "simulator_calls": calls,
                "final_value_mean": float(roll.final_value[roll.valid].mean()) if roll.valid.any() else 0.0,
+               "reward_mean": float(reward[roll.valid].mean()) if roll.valid.any() else 0.0,
                "valid_share": float(roll.valid.mean()), "loss": float(np.mean(losses)) if losses else float("nan"),
-               "seconds": time.perf_counter() - started}
+               "losses/policy_loss": float(np.mean(policy_losses)) if policy_losses else float("nan"),
+               "losses/value_loss": float(np.mean(value_losses)) if value_losses else float("nan"),
+               **diag, "charts/SPS": roll.final_value.size / max(seconds, 1e-9), "seconds": seconds}
         curve.append(row)
         if verbose:
-            print(f"[{config.method}] iter {row['iteration']:>3} calls {calls:>7} final_value "
-                  f"{row['final_value_mean']:.2f} loss {row['loss']:.4f} ({row['seconds']:.1f}s)", flush=True)
+            ev_text = f" EV {row['losses/explained_variance']:.2f}" if "losses/explained_variance" in row else ""
+            print(f"[{config.method}] iter {row['iteration']:>3} {row['phase']:<13} calls {calls:>7} final_value "
+                  f"{row['final_value_mean']:.2f} loss {row['loss']:.4f}{ev_text} ({seconds:.1f}s)", flush=True)
         if config.checkpoint_every and (iteration + 1) % config.checkpoint_every == 0:
             save(iteration + 1)
 
     save(config.iterations)
     with open(out / "curve.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(curve[0]) if curve else ["iteration"])
+        fields = list(dict.fromkeys(key for row in curve for key in row)) or ["iteration"]
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(curve)
     return PostTrainResult(model, ckpt_path, curve)

@@ -10,10 +10,13 @@ from adsim.simulator.simulator import zscore
 from agents.posttrain.objectives import (
     clipped_policy_loss,
     dpo_loss,
+    explained_variance,
     gae_over_levels,
     group_zscore,
     grpo_advantages,
     hepo_advantages,
+    level_diagnostics,
+    normalise_levels,
     preference_pairs,
     returns,
 )
@@ -94,3 +97,34 @@ def test_ranking_metrics_by_hand():
     assert ndcg(np.array([[2.0, 3.0, 1.0]]), valid) == pytest.approx(expected)
     assert opr(np.array([[2.0, 3.0, 1.0]]), valid) == pytest.approx(2 / 3)
     assert normalised_score(np.array([3.0]), np.array([1.0]), np.array([5.0])) == 0.5
+
+
+def test_normalise_levels_by_hand_leaves_the_last_level_alone():
+    adv = np.array([[0.1, 1.0, 2.0], [0.3, 1.0, -2.0], [0.2, 1.0, 0.5]])
+    out = normalise_levels(adv, eps=0.0)
+    std = np.sqrt(((0.1 - 0.2) ** 2 + (0.3 - 0.2) ** 2) / 3)  # population std of (0.1, 0.3, 0.2)
+    np.testing.assert_allclose(out[:, 0], [-0.1 / std, 0.1 / std, 0.0], atol=1e-12)
+    np.testing.assert_array_equal(out[:, 1], [0.0, 0.0, 0.0])  # no spread: centred, not divided by 0
+    np.testing.assert_array_equal(out[:, 2], adv[:, 2])  # the terminal z-score is untouched
+    np.testing.assert_array_equal(adv[:, 0], [0.1, 0.3, 0.2])  # input not modified
+    np.testing.assert_allclose(normalise_levels(adv, levels=slice(2, 3), eps=0.0)[:, 2],
+                               (adv[:, 2] - adv[:, 2].mean()) / adv[:, 2].std())
+
+
+def test_level_diagnostics_by_hand():
+    logp_old = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    logp = torch.log(torch.tensor([[0.75, 0.5], [0.5, 0.55]]))  # ratios (1.5, 1.0) and (1.0, 1.1)
+    d = level_diagnostics(logp, logp_old, clip_eps=0.2)
+    k3 = lambda r: (r - 1) - np.log(r)  # noqa: E731
+    np.testing.assert_allclose(d["approx_kl"], [(k3(1.5) + 0) / 2, (0 + k3(1.1)) / 2], rtol=1e-5)
+    np.testing.assert_allclose(d["clipfrac"], [0.5, 0.0])  # only the 1.5 ratio is outside [0.8, 1.2]
+
+
+def test_explained_variance_by_hand():
+    target = np.array([1.0, 2.0, 3.0, 4.0])
+    assert explained_variance(target, target) == 1.0
+    assert explained_variance(np.full(4, 2.5), target) == pytest.approx(0.0)  # the mean explains nothing
+    # residuals (0.5, -0.5, 0.5, -0.5): var 0.25 against var(target) 1.25 -> 0.8
+    assert explained_variance(target + np.array([0.5, -0.5, 0.5, -0.5]), target) == pytest.approx(0.8)
+    per_level = explained_variance(np.stack([target, np.zeros(4)], 1), np.stack([target, np.ones(4)], 1))
+    assert per_level[0] == 1.0 and np.isnan(per_level[1])  # a constant target has no variance to explain
