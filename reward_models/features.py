@@ -28,6 +28,8 @@ import pandas as pd
 from adsim.data import Scenario
 from adsim.errors import AdSimDataError
 from adsim.simulator.history import EventIndex
+from reward_models import exact
+from reward_models.exact import on_grid
 from reward_models.protocol import FeatureMatrix, FeatureSpec
 from reward_models.value import AdPrices
 
@@ -141,7 +143,8 @@ class FeatureBuilder:
             if not np.array_equal(table[key].to_numpy(), np.arange(len(table))):
                 raise AdSimDataError("ids must be dense 0..n-1 in row order", file=name, column=key)
         self.n_users, self.n_ads = len(users), len(ads)
-        self.requests = request_arrays(requests)
+        self.request_matrix = np.stack(list(request_arrays(requests).values()))  # (6, n) in REQUEST_COLUMNS order
+        self.requests = dict(zip(REQUEST_COLUMNS, self.request_matrix, strict=True))
         split = requests["split"].astype(str).to_numpy()
         self.n_days = int(self.requests["day"].max()) + 1 if len(requests) else 1
         last_ts = max(self.requests["ts"].max(initial=0), organic["ts"].to_numpy().max(initial=0))
@@ -164,8 +167,9 @@ class FeatureBuilder:
             "ad_roi_target": ads["roi_target"].to_numpy(),
             "ad_bid": self.prices.bid,
         }
-        self.ad_emb = _unit(np.asarray(scenario.ad_embeddings, dtype=np.float32))
-        organic_emb = _unit(np.asarray(scenario.organic_embeddings, dtype=np.float32))
+        # unit vectors on the exact grid (reward_models.exact): every cosine below is exact in float64
+        self.ad_emb = _unit_on_grid(scenario.ad_embeddings)
+        organic_emb = _unit_on_grid(scenario.organic_embeddings)
 
         # ---- logged impressions, placed in time
         req = impressions["request_id"].to_numpy()
@@ -213,7 +217,14 @@ class FeatureBuilder:
                 user_stats=EventIndex(imp_user * n_keys + of_ad[imp_ad], imp_ts, counts=outcome[:, :2], shift=shift),
                 n_keys=n_keys,
             ))
+        # the keys' user indexes as one (n_keys, n + 1) block (the compiled path reads it); each index keeps views
+        self.key_code = np.stack([key.user_stats.code for key in self.keys])
+        self.key_cum = np.stack([key.user_stats.cum for key in self.keys])
+        for j, key in enumerate(self.keys):
+            key.user_stats.code, key.user_stats.cum = self.key_code[j], self.key_cum[j]
         self.specs = self._specs()
+        self.derived: dict[str, object] = {}
+        """Tables other modules derive from this builder once (``reward_models.compiled``), kept with it."""
 
     # ------------------------------------------------------------------------------------------- specs
     def _specs(self) -> tuple[FeatureSpec, ...]:
@@ -293,16 +304,17 @@ class FeatureBuilder:
             col[f"user_{key.name}_impressions"], col[f"user_{key.name}_clicks"] = seen[..., 0], seen[..., 1]
 
         # ---- interest match: the ad against recent organic items, the long-term mean and clicked ads
-        ad_emb = self.ad_emb[ad]  # (B, K, D)
+        # (float64 on the grid: exact whatever the matmul's blocking, so no other pair of the batch can change it)
+        ad_emb = self.ad_emb[ad].astype(np.float64)  # (B, K, D)
         recent = np.matmul(ad_emb, history["recent"][inverse].transpose(0, 2, 1))  # (B, K, R)
         col["organic_cos_max"], col["organic_cos_soft"] = _pool(recent, history["recent_valid"][inverse],
                                                                 cfg.softmax_temperature)
-        col["organic_cos_mean"] = np.matmul(ad_emb, history["long_mean"][inverse][:, :, None])[..., 0]
+        col["organic_cos_mean"] = _cosine(ad_emb, history["long_mean"][inverse])
         clicked = np.matmul(ad_emb, history["clicked"][inverse].transpose(0, 2, 1))  # (B, K, C)
         col["click_cos_max"], _ = _pool(clicked, history["clicked_valid"][inverse], cfg.softmax_temperature)
         topics = np.matmul(ad_emb, history["topic_mean"][inverse].transpose(0, 2, 1))  # (B, K, T)
         _, col["organic_topic_match"] = _pool(topics, history["topic_weight"][inverse], cfg.softmax_temperature)
-        col["click_cos_mean"] = np.matmul(ad_emb, history["clicked_mean"][inverse][:, :, None])[..., 0]
+        col["click_cos_mean"] = _cosine(ad_emb, history["clicked_mean"][inverse])
 
         out = np.empty((b, k, len(self.specs)), dtype=np.float32)
         for j, spec in enumerate(self.specs):
@@ -316,36 +328,55 @@ class FeatureBuilder:
         col[f"{name}_ctr"] = _rate(counts[..., 1], counts[..., 0], self.prior_ctr, strength)
         col[f"{name}_cvr"] = _rate(counts[..., 2], counts[..., 1], self.prior_cvr, strength)
 
+    def rate_tables(self) -> list[np.ndarray]:
+        """Per entity kind (ad, advertiser, each key): (n_days + 1, n_entities, 3) float32 impressions, CTR and CVR
+        before each day, i.e. ``_entity_stats`` of every (day, entity) at once, with the same float32 arithmetic."""
+        out = []
+        for stats in (self.ad_stats, self.advertiser_stats, *(key.stats for key in self.keys)):
+            col: dict[str, np.ndarray] = {}
+            self._entity_stats(col, "e", stats.table)
+            out.append(np.stack([col["e_impressions"], col["e_ctr"], col["e_cvr"]], axis=-1).astype(np.float32))
+        return out
+
     def _user_history(self, user: np.ndarray, ts: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per distinct (user, ts): counts so far and history embeddings; plus the map back to the batch rows."""
+        """Per distinct (user, ts): counts so far and history vectors (float64, on the grid); plus the map back to
+        the batch rows."""
         cfg = self.config
         key, inverse = np.unique((user << 32) | np.clip(ts, 0, (1 << 32) - 1), return_inverse=True)
         user, ts = key >> 32, key & ((1 << 32) - 1)
         last_organic = self.organic.last_before(user, ts)
         idx, valid = self.organic.window(user, last_organic, max(cfg.long_window, cfg.recent_window))
-        emb = self.organic_emb[self.organic.payload["item"][idx]]  # (U, M, D) newest first
+        emb = self.organic_emb[self.organic.payload["item"][idx]].astype(np.float64)  # (U, M, D) newest first
         clicked_idx, clicked_valid = self.clicks.window(user, self.clicks.last_before(user, ts), cfg.click_window)
-        clicked = self.ad_emb[self.clicks.payload["item"][clicked_idx]]  # (U, C, D)
+        clicked = self.ad_emb[self.clicks.payload["item"][clicked_idx]].astype(np.float64)  # (U, C, D)
+        long, long_valid = emb[:, : cfg.long_window], valid[:, : cfg.long_window]
         return {
             "outcomes": self.user_outcomes.counts_before(user, ts),
             "organic": self.organic.cum[last_organic, 0],
             "recent": emb[:, : cfg.recent_window],
             "recent_valid": valid[:, : cfg.recent_window],
-            "long_mean": _masked_mean(emb[:, : cfg.long_window], valid[:, : cfg.long_window]),
-            **self._topic_interests(emb[:, : cfg.long_window], idx[:, : cfg.long_window], valid[:, : cfg.long_window]),
+            "long_mean": _mean_on_grid(long, long_valid),
+            **self._topic_interests(long, idx[:, : cfg.long_window], long_valid),
             "clicked": clicked,
             "clicked_valid": clicked_valid,
-            "clicked_mean": _masked_mean(clicked, clicked_valid),
+            "clicked_mean": _mean_on_grid(clicked, clicked_valid),
         }, inverse.ravel()
 
     def _topic_interests(self, emb: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """The user's interests as read from organic items: per content topic, the unit mean embedding of the
-        window's items of that topic and the topic's share of the window. (U, T, D) and (U, T)."""
+        window's items of that topic and the topic's share of the window. (U, T, D) and (U, T).
+
+        The unit vector is taken of the mean put on the grid, whose squared norm is then exact (see
+        ``reward_models.exact``); topics absent from the window get the zero vector and weight 0.
+        """
         topic = self.organic_topic[self.organic.payload["item"][idx]]  # (U, M)
         member = (topic[:, :, None] == np.arange(self.n_topics)) & valid[:, :, None]  # (U, M, T)
-        sums = np.matmul(member.transpose(0, 2, 1).astype(np.float32), emb)  # (U, T, D)
+        sums = np.matmul(member.transpose(0, 2, 1).astype(np.float64), emb)  # (U, T, D), exact
         counts = member.sum(axis=1)
-        return {"topic_mean": _unit(sums), "topic_weight": counts / np.maximum(counts.sum(1, keepdims=True), 1)}
+        mean = on_grid(sums / np.maximum(counts, 1)[:, :, None])
+        norm = np.sqrt((mean * mean).sum(axis=-1, keepdims=True))  # exact sum of grid squares
+        return {"topic_mean": on_grid(mean / np.maximum(norm, 1e-12)),
+                "topic_weight": counts / np.maximum(counts.sum(1, keepdims=True), 1)}
 
     def build_rows(self, request_ids: np.ndarray, ad_ids: np.ndarray, position: np.ndarray | int = 0,
                    chunk_size: int = 8_192) -> FeatureMatrix:
@@ -365,23 +396,40 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _masked_mean(emb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(N, D) mean of the valid rows of (N, M, D); NaN where none is valid."""
-    n = valid.sum(axis=1, keepdims=True)
-    total = np.matmul(valid[:, None, :].astype(emb.dtype), emb)[:, 0]
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
+def _unit_on_grid(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) float32 unit rows on the exact grid (float32 holds grid values of size <= 1 exactly)."""
+    return on_grid(_unit(np.asarray(embeddings, dtype=np.float32))).astype(np.float32)
+
+
+def _mean_on_grid(emb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(N, D) mean of the valid rows of (N, M, D) grid vectors, on the grid; NaN where none is valid.
+
+    The sum of grid vectors is exact in any order; the division is one rounding, the same in the kernels.
+    """
+    n = valid.sum(axis=1)[:, None]
+    total = np.where(valid[:, :, None], emb, 0.0).sum(axis=1)
+    return np.where(n > 0, on_grid(total / np.maximum(n, 1)), np.nan)
+
+
+def _cosine(ad_emb: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(B, K) dot products of (B, K, D) ads with each request's (B, D) vector; NaN where the vector is."""
+    missing = np.isnan(vectors[:, 0])
+    exact = np.matmul(ad_emb, np.where(missing[:, None], 0.0, vectors)[:, :, None])[..., 0]
+    return np.where(missing[:, None], np.nan, exact)
 
 
 def _pool(cos: np.ndarray, weight: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """Max and weighted soft-max of (B, K, M) cosines over items with weight (B, M) > 0; NaN where none.
 
     The soft-max is log(sum_m w_m exp(T cos_m) / sum_m w_m) / T: near the best match among heavily weighted items,
-    the form of the world's own interest match.
+    the form of the world's own interest match. Sums run in item order (``np.cumsum`` is sequential), exp and
+    log are ``reward_models.exact``'s: the kernels compute the same numbers.
     """
-    weight = weight.astype(cos.dtype)[:, None, :]
+    weight = np.broadcast_to(weight.astype(np.float64)[:, None, :], cos.shape)
     top = np.where(weight > 0, cos, -np.inf).max(axis=-1)  # (B, K)
     has = np.isfinite(top)
     top = np.where(has, top, 0.0)
-    mean_exp = (weight * np.exp(temperature * (cos - top[..., None]))).sum(-1) / np.maximum(weight.sum(-1), 1e-12)
-    soft = top + np.log(np.maximum(mean_exp, 1e-30)) / temperature
+    terms = weight * exact.exp(temperature * (cos - top[..., None]))
+    mean_exp = np.cumsum(terms, axis=-1)[..., -1] / np.maximum(np.cumsum(weight, axis=-1)[..., -1], 1e-12)
+    soft = top + exact.log(np.maximum(mean_exp, 1e-30)) / temperature
     return np.where(has, top, np.nan), np.where(has, soft, np.nan)

@@ -124,25 +124,26 @@ class CompiledForest:
     def raw_score(self, x: np.ndarray) -> np.ndarray:
         """(N,) float64 sums of the trees, as ``Booster.predict(x, raw_score=True)``."""
         out = np.empty(len(x))
-        _raw_scores(self._matrix(x), *self._arrays(), out)
+        _raw_scores(self._matrix(x), *self.arrays(), out)
         return out
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(N,) probabilities of the ``binary`` objective, as ``Booster.predict(x)``."""
         out = np.empty(len(x))
-        _probabilities(self._matrix(x), *self._arrays(), self._sigmoid(), out)
+        _probabilities(self._matrix(x), *self.arrays(), self._sigmoid(), out)
         return out
 
     def raw_score_row(self, row: np.ndarray) -> float:
         """The raw score of one (n_features,) row, without the cost of a batch."""
-        return _raw_score_row(self._row(row), *self._arrays())
+        return _raw_score_row(self._row(row), *self.arrays())
 
     def predict_row(self, row: np.ndarray) -> float:
         """The probability of one (n_features,) row, without the cost of a batch."""
-        return _probability_row(self._row(row), *self._arrays(), self._sigmoid())
+        return probability_row(self._row(row), *self.arrays(), self._sigmoid())
 
     # ------------------------------------------------------------------------------------------- helpers
-    def _arrays(self) -> tuple[np.ndarray, ...]:
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """``roots, nodes, threshold, cat_bits, leaf_value``: what the kernels (``probability_row``) take."""
         return self.roots, self.nodes, self.threshold, self.cat_bits, self.leaf_value
 
     def _sigmoid(self) -> float:
@@ -233,7 +234,8 @@ def _raw_score_row(row, roots, nodes, threshold, cat_bits, leaf_value):
 
 
 @njit(cache=True)
-def _probability_row(row, roots, nodes, threshold, cat_bits, leaf_value, sigmoid):
+def probability_row(row, roots, nodes, threshold, cat_bits, leaf_value, sigmoid):
+    """``predict_row`` for other kernels (``reward_models.compiled`` fuses it with feature building)."""
     # BinaryLogloss::ConvertOutput
     return 1.0 / (1.0 + math.exp(-sigmoid * _raw_score_row(row, roots, nodes, threshold, cat_bits, leaf_value)))
 
@@ -247,4 +249,4 @@ def _raw_scores(x, roots, nodes, threshold, cat_bits, leaf_value, out):
 @njit(cache=True)
 def _probabilities(x, roots, nodes, threshold, cat_bits, leaf_value, sigmoid, out):
     for i in range(x.shape[0]):
-        out[i] = _probability_row(x[i], roots, nodes, threshold, cat_bits, leaf_value, sigmoid)
+        out[i] = probability_row(x[i], roots, nodes, threshold, cat_bits, leaf_value, sigmoid)

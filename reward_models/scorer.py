@@ -18,6 +18,7 @@ import numpy as np
 
 from adsim.data import Scenario
 from adsim.errors import AdSimDataError
+from reward_models.compiled import CompiledScorer
 from reward_models.features import FeatureBuilder, FeatureConfig, Requests, request_arrays, resolve_requests
 from reward_models.lightgbm_model import BACKENDS, Backend, LightGBMRewardModel
 from reward_models.protocol import FeatureMatrix
@@ -41,8 +42,9 @@ class RewardScorer:
         value_config: final_value's alphas and scales.
         cvr_target: what ``pcvr`` was trained on (see ``CvrTarget``).
         max_pairs: pairs featurised at once, a request counting as at least 16 (its history windows): bounds the
-            memory of large batches.
-        backend: how the models predict (see ``Backend``): ``compiled`` gives ``reference``'s numbers faster.
+            memory of large batches on the reference backend (the compiled one never holds a feature matrix).
+        backend: ``compiled`` (features, forests and reward fused in numba kernels, ``reward_models.compiled``)
+            gives ``reference``'s numbers (numpy features, ``Booster.predict``) faster.
     """
 
     def __init__(self, features: FeatureBuilder, pctr: LightGBMRewardModel, pcvr: LightGBMRewardModel,
@@ -59,6 +61,15 @@ class RewardScorer:
         self.features, self.pctr, self.pcvr = features, pctr, pcvr
         self.value_config, self.cvr_target, self.max_pairs = value_config, cvr_target, max_pairs
         self.backend = backend
+        self._compiled: CompiledScorer | None = None
+
+    @property
+    def compiled(self) -> CompiledScorer:
+        """The fused compiled path (``reward_models.compiled``), built on first use."""
+        if self._compiled is None:
+            self._compiled = CompiledScorer(self.features, self.pctr.forest, self.pcvr.forest, self.value_config,
+                                            self.cvr_target == "ctcvr")
+        return self._compiled
 
     def probabilities(self, x: FeatureMatrix) -> tuple[np.ndarray, np.ndarray]:
         """(pCTR, pCVR given a click) for feature rows."""
@@ -69,7 +80,14 @@ class RewardScorer:
         return pctr, pcvr
 
     def score(self, requests: Requests, ad_ids: np.ndarray, position: int | np.ndarray = 0) -> Scores:
-        """Reward parts of B requests x K candidate ads (``ad_ids`` (B, K)), each (B, K) float64."""
+        """Reward parts of B requests x K candidate ads (``ad_ids`` (B, K)), each (B, K) float64.
+
+        ``compiled``: one fused kernel pass (features, forests, reward); ``reference``: ``FeatureBuilder.build``,
+        ``Booster.predict`` and ``AdPrices.scores``. The numbers agree (features bit for bit, probabilities to
+        LightGBM's last ulp).
+        """
+        if self.backend == "compiled":
+            return self.compiled.score(requests, ad_ids, position)
         req = resolve_requests(requests, self.features.requests)
         ad = np.asarray(ad_ids, dtype=np.int64)
         if ad.ndim != 2 or ad.shape[0] != len(req["user_id"]):
