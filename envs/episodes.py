@@ -179,6 +179,9 @@ class CompiledEpisodeBatch:
         self._arrays, self._state = kernels.plain(self.arrays), kernels.plain(self.arrays[:7])
         self._buffers = (np.zeros(1), *(np.zeros(1, dtype=bool) for _ in range(3)))
         """step_one's outputs (row 0), reused."""
+        leaf = sim.trie.levels[-1]
+        self._pairs = np.zeros((2, n * int((leaf.end - leaf.start).max())), dtype=np.int64)
+        """The step kernel's (terminal episode, eligible ad) pairs: room for every ad of every episode's leaf."""
         self.scale = float(ctx.reward_scale(options.reward_scale))
         self._step_args = (bool(options.process_rewards), float(ctx.process_scale), float(options.illegal_penalty))
         _warm_up(self)
@@ -223,11 +226,11 @@ class CompiledEpisodeBatch:
         info = {key: np.zeros(self.n) for key in INFO_KEYS}
         info["ad_id"] = np.full(self.n, -1, dtype=np.int64)
         info["illegal_action"] = np.zeros(self.n, dtype=bool)
-        kernels.step_rows(rows, actions, *self._step_tables, self._state, *self._step_args, reward, terminated,
-                          info["illegal_action"], terminal)
+        n_pairs = kernels.step_rows(rows, actions, *self._step_tables, self._state, *self._step_args, reward,
+                                    terminated, info["illegal_action"], terminal, self._pairs)
         last = rows[terminal[rows]]
         if len(last):
-            ev = self._score(last)
+            ev = self._score(last, n_pairs)
             for key in INFO_KEYS:
                 info[key][last] = getattr(ev, key)[:, 0]
             reward[last] = info[self.options.reward][last] * self.scale
@@ -237,18 +240,21 @@ class CompiledEpisodeBatch:
         """``step`` of episode 0 alone, for the single env: reward, terminated, illegal and, when the episode
         ended on an ad, that ad's info."""
         reward, terminated, illegal, terminal = self._buffers
-        kernels.step_rows(_ROW, np.array([action], dtype=np.int64), *self._step_tables, self._state,
-                          *self._step_args, reward, terminated, illegal, terminal)
+        n_pairs = kernels.step_rows(_ROW, np.array([action], dtype=np.int64), *self._step_tables, self._state,
+                                    *self._step_args, reward, terminated, illegal, terminal, self._pairs)
         if not terminal[0]:
             return float(reward[0]), bool(terminated[0]), bool(illegal[0]), None
-        ev = self._score(_ROW)
+        ev = self._score(_ROW, n_pairs)
         info = {key: getattr(ev, key)[0, 0].item() for key in INFO_KEYS}
         return info[self.options.reward] * self.scale, True, False, info
 
-    def _score(self, rows: np.ndarray):
-        return self.ctx.simulator.evaluate(self.requests_of(self.arrays.table_row[rows]),
-                                           self.arrays.prefix[rows][:, None, :], self.options.reward_source,
-                                           backend="compiled")
+    def _score(self, rows: np.ndarray, n_pairs: int):
+        """``evaluate`` of the terminal episodes ``rows`` from the pairs the step kernel found."""
+        cand, ads = self._pairs[0, :n_pairs].copy(), self._pairs[1, :n_pairs].copy()
+        table_rows = self.arrays.table_row[rows]
+        table = self.ctx.request_table(self.synthetic)
+        return self.ctx.simulator.evaluate_pairs(take(table, table_rows[cand]), cand, ads, len(rows), 1,
+                                                 self.options.reward_source, table["request_id"][table_rows])
 
     def column(self, name: str) -> np.ndarray:
         """One request column of every episode (a copy)."""
@@ -311,10 +317,12 @@ def _warm_up(batch: CompiledEpisodeBatch) -> None:
     none = np.zeros(0, dtype=np.int64)
     kernels.start_rows(none, none, *batch._start_tables, batch._arrays)
     kernels.step_rows(none, none, *batch._step_tables, batch._state, *batch._step_args, np.zeros(batch.n),
-                      *(np.zeros(batch.n, dtype=bool) for _ in range(3)))
+                      *(np.zeros(batch.n, dtype=bool) for _ in range(3)), batch._pairs)
     sim = batch.ctx.simulator
     sources = [s for s in (batch.options.reward_source, "model", "truth") if sim.scorers.get(s) is not None]
     if sources:
         sim.evaluate(batch.requests_of(none), np.zeros((0, 1, batch.depth), dtype=np.int64), sources[0],
                      backend="compiled")
+        if sources[0] == batch.options.reward_source:
+            batch._score(none, 0)
     kernels.announce_compiled(started)

@@ -226,10 +226,17 @@ def _any_in_bits(lo, hi, bits, exhausts, exhausted_row, ts):
         if bits[w] == 0:
             p = (w + 1) << 6
             continue
-        if (bits[w] >> (p & 63)) & 1 and (((exhausts[w] >> (p & 63)) & 1) == 0 or exhausted_row[p] >= ts):
+        if _bit_eligible(p, bits, exhausts, exhausted_row, ts):
             return True
         p += 1
     return False
+
+
+@njit(cache=True, inline="always")
+def _bit_eligible(p, bits, exhausts, exhausted_row, ts):
+    """Ad at sorted position ``p`` is eligible, read from ``_static_bits`` and the day's budget."""
+    w, bit = p >> 6, p & 63
+    return ((bits[w] >> bit) & 1) != 0 and (((exhausts[w] >> bit) & 1) == 0 or exhausted_row[p] >= ts)
 
 
 @njit(cache=True, inline="always")
@@ -397,7 +404,8 @@ def process_rewards_rows(paths, users, days, ts, allowed, use_allowed, trie, eli
 @njit(cache=True)
 def leaf_pairs(paths, k, users, days, ts, allowed, use_allowed, trie, elig):
     """Every (candidate, allowed ad on its leaf) pair of (B*K, L) full paths, candidates in order and ads in trie
-    order (``Simulator.evaluate``'s pairs): candidate index and ad id arrays."""
+    order (``Simulator.evaluate``'s pairs): (2, n_pairs) candidate indexes and ad ids (one array: numba boxes each
+    returned array at a cost)."""
     child, start, end, order = trie
     user_attr, ad_attr, exhausted = elig[:3]
     n, depth = paths.shape
@@ -406,10 +414,10 @@ def leaf_pairs(paths, k, users, days, ts, allowed, use_allowed, trie, elig):
     for c in range(n):
         leaf[c] = _walk(paths[c], depth, child)
     counts = np.zeros(n, np.int64)
-    cand, ads = np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = np.empty((2, 0), np.int64)
     for sweep in range(2):  # count, then fill
         if sweep == 1:
-            cand, ads = np.empty(counts.sum(), np.int64), np.empty(counts.sum(), np.int64)
+            pairs = np.empty((2, counts.sum()), np.int64)
         at = 0
         for c in range(n):
             node = leaf[c]
@@ -430,42 +438,40 @@ def leaf_pairs(paths, k, users, days, ts, allowed, use_allowed, trie, elig):
                 if sweep == 0:
                     counts[c] += 1
                 else:
-                    cand[at], ads[at] = c, ad
+                    pairs[0, at], pairs[1, at] = c, ad
                     at += 1
-    return cand, ads
+    return pairs
 
 
 @njit(cache=True)
-def resolve_best(cand, ads, pctr, pcvr, ecpm, final, b, k, price, use_price):
+def resolve_best(cand, ads, pctr, pcvr, ecpm, final, k, price, use_price, ad_id, valid, won, out):
     """Per candidate, the pair with the highest eCPM (ties: the first, as ``evaluate``'s stable lexsort; NaN
-    last), then market prices and the z-score: ad_id, valid, pctr, pcvr, ecpm, final_value, zscore, won."""
-    n = b * k
+    last), then market prices and the z-score. Scores are the scorer's (n_pairs, 1) arrays; writes ``ad_id``
+    (-1 filled), ``valid``, ``won`` (zero filled) and ``out`` (5, B*K): pctr, pcvr, ecpm, final_value, zscore."""
+    n = len(ad_id)
     first = np.full(n, -1, np.int64)
     for i in range(len(cand)):
         c = cand[i]
         j = first[c]
-        if j < 0 or (np.isnan(ecpm[j]) and not np.isnan(ecpm[i])) or ecpm[i] > ecpm[j]:
+        if j < 0 or (np.isnan(ecpm[j, 0]) and not np.isnan(ecpm[i, 0])) or ecpm[i, 0] > ecpm[j, 0]:
             first[c] = i
-    ad_id = np.full(n, -1, np.int64)
-    valid, won = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
-    out_pctr, out_pcvr, out_ecpm, out_final = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     for c in range(n):
         i = first[c]
         if i < 0:
             continue
         ad_id[c], valid[c] = ads[i], True
-        out_pctr[c], out_pcvr[c], out_ecpm[c], out_final[c] = pctr[i], pcvr[i], ecpm[i], final[i]
+        out[0, c], out[1, c], out[2, c], out[3, c] = pctr[i, 0], pcvr[i, 0], ecpm[i, 0], final[i, 0]
         if use_price:
-            won[c] = out_ecpm[c] >= price[c // k]
+            won[c] = out[2, c] >= price[c // k]
             if not won[c]:
-                out_final[c] = 0.0
-    return ad_id, valid, out_pctr, out_pcvr, out_ecpm, out_final, zscore_rows(out_final, valid, b, k), won
+                out[3, c] = 0.0
+    zscore_rows(out[3], valid, n // k, k, out[4])
 
 
 @njit(cache=True)
-def zscore_rows(values, valid, b, k):
-    """``simulator.zscore`` of (b*k,) values as (b, k) rows, with numpy's summation order."""
-    out = np.zeros(b * k)
+def zscore_rows(values, valid, b, k, out):
+    """``simulator.zscore`` of (b*k,) values as (b, k) rows into ``out`` (zero filled), in numpy's summation
+    order."""
     buf = np.empty(k)
     for r in range(b):
         lo = r * k
@@ -482,7 +488,6 @@ def zscore_rows(values, valid, b, k):
         for j in range(k):
             if valid[lo + j] and std > 0:
                 out[lo + j] = (values[lo + j] - mean) / std
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- episodes
@@ -559,15 +564,17 @@ def start_rows(rows, table_rows, trie, elig, hist, user_features, requests, ep):
 
 @njit(cache=True)
 def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards, process_scale, penalty, reward,
-              terminated, illegal, terminal):
-    """Apply ``actions`` to episodes ``rows`` (``EpisodeBatch.step`` up to scoring the last level).
+              terminated, illegal, terminal, pairs):
+    """Apply ``actions`` to episodes ``rows`` (``EpisodeBatch.step`` up to scoring the last level); returns the
+    number of pairs to score.
 
     An illegal action ends its episode with ``penalty``; a legal one extends the prefix, earns the process reward
-    at a coarse level (times ``process_scale``) and refreshes the mask; at the last level the episode ends and
-    ``terminal`` marks it for scoring, which the caller does (the scorer is Python). ``state`` is the first seven
+    at a coarse level (times ``process_scale``) and refreshes the mask; at the last level the episode ends,
+    ``terminal`` marks it and its (terminal episode, eligible ad) pairs go to ``pairs`` (2, capacity), in
+    ``evaluate``'s order, for the caller to score (the scorer is Python). ``state`` is the first seven
     ``EpisodeArrays``; the outputs of ``rows`` are written whole (so buffers can be reused).
     """
-    child, start, end, _ = trie
+    child, start, end, order = trie
     _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
     (s_code, s_shift, s_item, _), ad_codes, alphas, history = proc
     req_user, req_day, req_ts, _ = requests
@@ -575,6 +582,7 @@ def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards,
     width, depth, n_days = mask.shape[1], prefix.shape[1], exhausted.shape[0]
     popularity, buf = np.empty(width), np.empty(width)
     bits = np.empty(target_bits.shape[1], np.int64)
+    n_terminal, n_pairs = 0, 0
     for i in range(len(rows)):
         r, a = rows[i], actions[i]
         reward[r], terminated[r], illegal[r], terminal[r] = 0.0, False, False, False
@@ -586,21 +594,28 @@ def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards,
         kid = child[node[r], a]
         prefix[r, d] = a
         level[r], obs_level[r, 0], node[r] = d + 1, min(d + 1, depth - 1), kid
+        t = table_row[r]
+        u, day, ts = req_user[t], req_day[t], req_ts[t]
+        day_row = min(day, n_days - 1)
         if d == depth - 1:
             terminal[r], terminated[r], done[r] = True, True, True
             mask[r, :] = False
+            _static_bits(u, day, combo, target_bits, created_bits, created_lo, bits)
+            for p in range(start[kid], end[kid]):
+                if _bit_eligible(p, bits, exhausts_bits[day_row], exhausted[day_row], ts):
+                    pairs[0, n_pairs], pairs[1, n_pairs] = n_terminal, order[p]
+                    n_pairs += 1
+            n_terminal += 1
             continue
-        t = table_row[r]
-        u, day, ts = req_user[t], req_day[t], req_ts[t]
         if process_rewards:
             value = 0.0
             if alphas[d] != 0.0:
                 _popularity(u, ts, d, s_code, s_shift, s_item, ad_codes, history, popularity)
                 value = _process_reward(popularity, mask[r], a, alphas[d], buf)
             reward[r] = value * process_scale
-        day_row = min(day, n_days - 1)
         _static_bits(u, day, combo, target_bits, created_bits, created_lo, bits)
         _children_mask_bits(kid, child, start, end, bits, exhausts_bits[day_row], exhausted[day_row], ts, mask[r])
+    return n_pairs
 
 
 # ---------------------------------------------------------------------------------------------- entry points

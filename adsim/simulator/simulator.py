@@ -27,6 +27,9 @@ from adsim.trie import SidTrie
 __all__ = ["Evaluation", "ProcessRewardConfig", "RewardSource", "Scorer", "Scores", "Simulator", "zscore"]
 
 
+_NO_PRICE = np.zeros(0)
+
+
 class Evaluation(NamedTuple):
     """What ``Simulator.evaluate`` returns for (B, K) candidate paths."""
 
@@ -121,7 +124,8 @@ class Simulator:
         return kernels.plain(self.trie.tables), kernels.plain(self.eligibility_tables)
 
     def _request_keys(self, requests: RequestBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(np.ascontiguousarray(requests[c], dtype=np.int64) for c in ("user_id", "day", "ts"))
+        """user_id, day, ts as the kernels read them (any integer dtype: numba compiles one version per set)."""
+        return tuple(np.asarray(requests[c]) for c in ("user_id", "day", "ts"))
 
     # ------------------------------------------------------------------------------------------ evaluate
     def evaluate(self, requests: RequestBatch, paths: np.ndarray, reward_source: RewardSource = "model",
@@ -185,20 +189,33 @@ class Simulator:
                                        *self._request_keys(requests),
                                        np.ascontiguousarray(allowed, dtype=bool) if use_allowed else kernels.NO_ALLOWED,
                                        use_allowed, *self._kernel_tables)
+        return self._resolve(take(requests, cand // k), cand, ads, b, k, scorer, requests["request_id"])
+
+    def evaluate_pairs(self, pair_requests: RequestBatch, cand: np.ndarray, ads: np.ndarray, b: int, k: int,
+                       reward_source: RewardSource, request_ids: np.ndarray) -> Evaluation:
+        """``evaluate(backend="compiled")`` from its pairs on: the (candidate, allowed ad on its leaf) pairs of B*K
+        candidates (candidates ascending, ads in trie order), each pair's request, and the B request ids (market
+        prices). For callers that resolved the paths themselves (the env's step kernel)."""
+        return self._resolve(pair_requests, cand, ads, b, k, self.scorer(reward_source), request_ids)
+
+    def _resolve(self, pair_requests: RequestBatch, cand: np.ndarray, ads: np.ndarray, b: int, k: int,
+                 scorer: Scorer, request_ids: np.ndarray) -> Evaluation:
         if len(cand):
-            scores = scorer.score(take(requests, cand // k), ads[:, None])
+            scores = scorer.score(pair_requests, ads[:, None])
             self.calls += len(cand)
-            parts = [np.ascontiguousarray(getattr(scores, name)[:, 0], dtype=np.float64) for name in Scores._fields]
         else:
-            parts = [np.zeros(0)] * len(Scores._fields)
+            scores = Scores(*[np.zeros((0, 1))] * len(Scores._fields))
         use_price = self.market_price is not None
-        price = np.zeros(0)
+        price = _NO_PRICE
         if use_price:
-            rid = np.asarray(requests["request_id"], dtype=np.int64)
+            rid = np.asarray(request_ids, dtype=np.int64)
             price = self.market_price[np.where(rid >= 0, rid, -1 - rid) % len(self.market_price)]
-        ad_id, valid, pctr, pcvr, ecpm, final, z, won = kernels.resolve_best(cand, ads, *parts, b, k, price, use_price)
-        return Evaluation(ad_id.reshape(b, k), valid.reshape(b, k), pctr.reshape(b, k), pcvr.reshape(b, k),
-                          ecpm.reshape(b, k), final.reshape(b, k), z.reshape(b, k),
+        ad_id, valid, won, out = np.full(b * k, -1), np.zeros(b * k, dtype=bool), np.zeros(b * k, dtype=bool), np.zeros(
+            (5, b * k))
+        kernels.resolve_best(cand, ads, *(np.asarray(part, dtype=np.float64) for part in scores), k, price, use_price,
+                             ad_id, valid, won, out)
+        pctr, pcvr, ecpm, final, z = (row.reshape(b, k) for row in out)
+        return Evaluation(ad_id.reshape(b, k), valid.reshape(b, k), pctr, pcvr, ecpm, final, z,
                           won.reshape(b, k) if use_price else None)
 
     def oracle(self, requests: RequestBatch, reward_source: RewardSource = "model",
