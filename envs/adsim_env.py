@@ -8,9 +8,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from adsim.errors import AdSimStateError
 from envs.context import SimulatorContext, open_context
 from envs.episodes import episode_batch
 from envs.options import EnvOptions, IllegalAction
+from envs.state import check_rng
 
 __all__ = ["AdSimEnv", "EnvOptions", "IllegalAction"]
 
@@ -92,7 +94,12 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return {"episodes": self.episodes.get_state(), "rng": self.np_random.bit_generator.state}
 
     def set_state(self, state: dict) -> dict[str, np.ndarray]:
-        """Restore a ``get_state`` snapshot; returns the observation at that point."""
+        """Restore a ``get_state`` snapshot; returns the observation at that point. A malformed or inconsistent
+        snapshot is an ``AdSimStateError`` naming its part (``envs.state``), and the env is left as it was."""
+        if not isinstance(state, dict) or set(state) != {"episodes", "rng"}:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise AdSimStateError(f"must be a dict with keys ['episodes', 'rng'] (as get_state returns it), got {got}")
+        check_rng(self.np_random.bit_generator, state["rng"])
         self.episodes.set_state(state["episodes"])
         self.np_random.bit_generator.state = state["rng"]
         return self._obs()

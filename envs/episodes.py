@@ -17,6 +17,7 @@ from adsim.simulator import kernels
 from adsim.simulator.kernels import EpisodeArrays
 from adsim.simulator.requests import REQUEST_COLUMNS, RequestBatch, take
 from envs.context import SimulatorContext
+from envs.state import check_compiled_state, check_episodes, check_mapping
 
 INFO_KEYS = ("ad_id", "pctr", "pcvr", "ecpm", "final_value")
 _ROW = np.zeros(1, dtype=np.int64)
@@ -148,6 +149,10 @@ class EpisodeBatch:
         return state
 
     def set_state(self, state: dict) -> None:
+        """Restore a ``get_state`` snapshot once ``envs.state`` found it consistent (else nothing changes)."""
+        check_mapping(state, self.get_state(), "episodes")
+        check_episodes(self.ctx, state["requests"], state["prefix"], state["mask"], state["done"], state["features"],
+                       "episodes", state["allowed"], state["sums"])
         for key in _STATE_ARRAYS:
             setattr(self, key, state[key].copy())
         self.requests = {k: v.copy() for k, v in state["requests"].items()}
@@ -293,6 +298,8 @@ class CompiledEpisodeBatch:
         return {"arrays": {k: v.copy() for k, v in self.arrays._asdict().items()}, "synthetic": self.synthetic}
 
     def set_state(self, state: dict) -> None:
+        """Restore a ``get_state`` snapshot once ``envs.state`` found it consistent (else nothing changes)."""
+        check_compiled_state(self.ctx, state, self.get_state()["arrays"])
         if state["synthetic"] and not self.synthetic:
             self._use_pool()
         for key, value in state["arrays"].items():
