@@ -288,11 +288,14 @@ def run_piece(preset: Preset, root: Path, runs: Path, piece: Piece) -> Path:
 
 
 def _commit(path: Path) -> None:
-    """Commit one piece file by path (retrying while another commit holds the index lock)."""
+    """Commit one piece file by path, in the repository that holds it (retrying while another commit holds the
+    index lock), so a run from another checkout can still commit into the results' repository."""
+    path = path.resolve()
     for attempt in range(10):
-        add = subprocess.run(["git", "add", "--", str(path)], capture_output=True, text=True)
+        git = ["git", "-C", str(path.parent)]
+        add = subprocess.run([*git, "add", "--", str(path)], capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", f"dpo_vs_hepo piece {path.parent.name}/{path.name}", "--", str(path)],
+            [*git, "commit", "-q", "-m", f"dpo_vs_hepo piece {path.parent.name}/{path.name}", "--", str(path)],
             capture_output=True, text=True).returncode == 0
         if done:
             return
