@@ -18,7 +18,7 @@ from adsim.sid.pipeline import bundle_sids
 from adsim.simulator.kernels import EpisodeTables, RequestTables
 from adsim.simulator.requests import RequestBatch, RequestStream, as_batch, concat, take
 from adsim.simulator.simulator import ProcessRewardConfig, Scorer, Simulator
-from envs.observation import ObservationBuilder
+from envs.observation import CONTEXT_FEATURES, ObservationBuilder
 from reward_models.pipeline import ensure_scenario
 from reward_models.scorer import bundle_scorers
 
@@ -78,9 +78,13 @@ class SimulatorContext:
 
     def _episode_tables(self, table: RequestBatch) -> EpisodeTables:
         sim, obs = self.simulator, self.observations
-        keys = (np.ascontiguousarray(table[c], dtype=np.int64) for c in ("user_id", "day", "ts"))
-        return EpisodeTables(sim.trie.tables, sim.eligibility_tables, obs.tables, sim.process_tables,
-                             np.ascontiguousarray(obs.user_features), RequestTables(*keys, obs.context(table)))
+        keys = (np.ascontiguousarray(table[c]) for c in ("user_id", "day", "ts"))
+        columns = [np.asarray(table[c]) for c in CONTEXT_FEATURES]
+        context = np.stack(columns).astype(np.result_type(*columns))
+        tables = EpisodeTables(sim.trie.tables, sim.eligibility_tables, obs.tables, sim.process_tables,
+                               np.ascontiguousarray(obs.user_features), RequestTables(*keys, context))
+        release_unused_memory()
+        return tables
 
 
 def open_simulator(scenario: Scenario, process_alphas: tuple[float, ...] = ProcessRewardConfig().alphas,

@@ -73,8 +73,9 @@ class EventIndex:
         return idx, (self.code[idx] >> self.shift) == np.asarray(group, dtype=np.int64)[:, None]
 
     def tables(self, item: str, action: str | None = None) -> EventTables:
-        """The arrays the compiled kernels read: codes, and payloads ``item`` and ``action`` (zeros if None)."""
-        actions = self.payload[action] if action else np.zeros(len(self.code), dtype=np.int8)
+        """The arrays the compiled kernels read: codes, and payloads ``item`` and ``action`` (a placeholder, never
+        read, if None)."""
+        actions = self.payload[action] if action else np.zeros(1, dtype=np.int8)
         return EventTables(self.code, self.shift, self.payload[item], actions)
 
     def last(self, group: np.ndarray, ts: np.ndarray, n: int, backend: Backend = "reference"

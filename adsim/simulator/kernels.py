@@ -492,16 +492,17 @@ def zscore_rows(values, valid, b, k, out):
 
 # ---------------------------------------------------------------------------------------------- episodes
 class RequestTables(NamedTuple):
-    """The requests an episode can draw (logged, then the ARR pool), by table row."""
+    """The requests an episode can draw (logged, then the ARR pool), by table row (the logged dtypes)."""
 
     user: np.ndarray
-    """(n,) int64."""
+    """(n,) user ids."""
     day: np.ndarray
-    """(n,) int64."""
+    """(n,) days."""
     ts: np.ndarray
-    """(n,) int64."""
+    """(n,) times."""
     context: np.ndarray
-    """(n, 6) float32: the observation's context features."""
+    """(6, n) the observation's context features (``CONTEXT_FEATURES``, one common integer dtype), made float32
+    per episode as ``ObservationBuilder.context`` does."""
 
 
 class EpisodeTables(NamedTuple):
@@ -553,7 +554,8 @@ def start_rows(rows, table_rows, trie, elig, hist, user_features, requests, ep):
         u, day, ts = req_user[t], req_day[t], req_ts[t]
         table_row[r] = t
         user[r, :] = user_features[u, :]
-        context[r, :] = req_context[t, :]
+        for j in range(req_context.shape[0]):
+            context[r, j] = np.float32(req_context[j, t])
         _history(u, ts, organic, ads, organic_codes, ad_codes, tokens, n_organic, history_codes[r], history_type[r])
         prefix[r, :] = -1
         level[r], obs_level[r, 0], node[r], done[r] = 0, 0, 0, False

@@ -12,8 +12,9 @@ from benchmarks.env_throughput import random_legal
 
 
 def test_quick_run_writes_every_table(tmp_path):
-    subprocess.run([sys.executable, "-m", "benchmarks.env_throughput", "--quick", "--out", str(tmp_path)], check=True,
-                   capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "benchmarks.env_throughput", "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
     single = pd.read_csv(tmp_path / "single_env.csv")
     assert set(single["env"]) == {"CartPole-v1", "AdSim-v0 compiled", "AdSim-v0 reference"}
     assert (single.set_index("env").loc["CartPole-v1", "x CartPole-v1"]) == 1.0
