@@ -6,13 +6,29 @@ Ray is imported inside ``ray_session``, never when this module is, so the core s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 LOCAL = "local"
 """The address meaning "a private Ray on this machine" (as None does)."""
+
+
+def worker_runtime_env(env_vars: Mapping[str, str] | None = None, forward: Iterable[str] = ()) -> dict:
+    """The ``runtime_env`` that configures adsim's Ray tasks and actors on every node, whoever started the node.
+
+    A worker inherits the environment of its node's raylet, fixed when that node joined the cluster: a variable
+    set later on the driver never reaches it. A ``runtime_env`` travels with each task or actor instead.
+
+    Args:
+        env_vars: variables to set in the workers (``ADSIM_CACHE_DIR``: where a worker keeps its node's copies of
+            bundles and Arrow tables).
+        forward: names copied from this (the driver's) environment where set there, unless ``env_vars`` sets them.
+    """
+    values = {name: os.environ[name] for name in forward if name in os.environ}
+    values.update(env_vars or {})
+    return {"env_vars": values} if values else {}
 
 
 @contextmanager

@@ -69,3 +69,15 @@ def test_it_shuts_down_on_errors_and_leaves_a_running_ray_alone(fake_ray):
     with ray_session(num_cpus=1):
         pass
     assert len(fake_ray.calls) == 2 and fake_ray.initialized
+
+
+def test_worker_runtime_env_sets_what_it_is_given_and_forwards_what_the_driver_has(monkeypatch):
+    from adsim.ray_session import worker_runtime_env
+
+    monkeypatch.setenv("ADSIM_FAULT_DIR", "/faults")
+    monkeypatch.delenv("ADSIM_UNSET", raising=False)
+    assert worker_runtime_env() == {}
+    forwarded = worker_runtime_env(forward=("ADSIM_FAULT_DIR", "ADSIM_UNSET"))
+    assert forwarded == {"env_vars": {"ADSIM_FAULT_DIR": "/faults"}}
+    assert worker_runtime_env({"ADSIM_CACHE_DIR": "/c", "ADSIM_FAULT_DIR": "/mine"}, forward=("ADSIM_FAULT_DIR",)) == {
+        "env_vars": {"ADSIM_CACHE_DIR": "/c", "ADSIM_FAULT_DIR": "/mine"}}
