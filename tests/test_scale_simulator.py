@@ -1,4 +1,5 @@
-"""The actor pool returns exactly the single-process simulator's arrays, also after an actor dies mid-call."""
+"""The actor pool returns exactly the single-process simulator's arrays, also after an actor dies mid-call (one
+machine; ``tests/cluster`` loses whole nodes)."""
 
 from __future__ import annotations
 
@@ -105,9 +106,11 @@ def test_an_actor_killed_mid_call_is_restarted_and_the_call_retried(pool, local,
     marker.touch()
     _assert_same(pool.evaluate(requests, paths), local.simulator.evaluate(requests, paths))
     assert not marker.exists() and marker.with_suffix(".crashed").exists(), "an actor died"
+    assert pool.wait_for_workers(60) == 2 and pool.lost[-1] == "ActorDiedError during evaluate"
     assert len({m["pid"] for m in pool.memory()} - pids) == 1, "and was replaced by a fresh process"
     (faults / "simulator-oracle.crash").touch()
     np.testing.assert_array_equal(pool.oracle(requests)[0], local.simulator.oracle(requests)[0])
+    assert pool.wait_for_workers(60) == 2 and len(pool.lost) == 2
 
 
 def test_workers_report_bounded_memory(pool):
