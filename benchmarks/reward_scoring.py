@@ -1,13 +1,22 @@
-"""Reward scoring speed: pairs/s of the full path against raw ``Booster.predict``, at batch sizes 1, 40 and 4096.
+"""Reward scoring speed, as ratios: the compiled path against today's reference path and against the compiled
+forests' own cost on the same pairs, at batch sizes 1, 40 and 4096, for ``RewardScorer.score`` and
+``Simulator.evaluate``.
 
-Full path: ``RewardScorer.score`` from (request ids, candidate ad ids), i.e. feature building + pCTR and pCVR
-models + eCPM + final_value, with the models on the ``compiled`` backend (the default) and on ``reference``
-(``Booster.predict``). Raw: both models on the same pairs' already built feature matrix, by ``Booster.predict``
-and by the compiled forests. Target: full / raw <= 1.5 at batch 4096. Batches are logged test requests with
-eligible ads drawn uniformly; each batch size cycles over distinct batches so caches do not flatter either side,
-and the paths compared are timed in alternating rounds in one process, so changes in the machine's load hit all.
+Sides, timed in alternating rounds of one process (``interleaved``: A B, B A, ...; the median round), so a change in
+the machine's load hits all of them and only ratios are reported as results:
 
-    python -m benchmarks.reward_scoring                  # small (builds the bundle: about 2 minutes)
+- ``reference``: ``backend="reference"``: ``FeatureBuilder.build``, ``Booster.predict``, ``AdPrices.scores`` (and
+  on ``evaluate`` the simulator's reference backend too);
+- ``compiled``: ``backend="compiled"``: features, both forests and the reward fused (``reward_models.compiled``);
+- ``forests``: both ``CompiledForest.predict`` on the same pairs' prebuilt feature matrix, the floor no feature
+  path can go under; ``booster``: both ``Booster.predict`` on that matrix.
+
+Layouts: ``128x32`` is 128 requests with 32 candidates each; ``4096x1`` is 4096 distinct requests with one each.
+``evaluate`` resolves B x K legal SID paths (each an eligible ad's codes) to the pairs it scores, so its pair count
+is at least B x K. Targets on small: ``evaluate`` at 4096 compiled >= 3.5x reference and <= 1.5x forests; batch 1
+>= 20x reference.
+
+    python -m benchmarks.reward_scoring                  # small (built on first use into the cache)
     python -m benchmarks.reward_scoring --quick          # tiny, seconds (smoke test)
     python -m benchmarks.reward_scoring --bundle DIR     # an existing bundle with reward_models/
 """
@@ -15,7 +24,6 @@ and the paths compared are timed in alternating rounds in one process, so change
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,14 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from adsim.data import Scenario
+from adsim.simulator.requests import as_batch, take
 from benchmarks.report import write_report
-from benchmarks.reward_models import build_reward_bundle
+from envs.context import open_simulator
 from reward_models.evaluation import sample_eligible_ads
+from reward_models.pipeline import ensure_scenario
 from reward_models.scorer import RewardScorer
 
-SHAPES = {1: (1, 1), 40: (1, 40), 4096: (128, 32)}
-"""Batch size in pairs -> (requests, candidates per request)."""
-TARGET_RATIO = 1.5
+SCORE_SHAPES = {"1x1": (1, 1), "1x40": (1, 40), "128x32": (128, 32), "4096x1": (4096, 1)}
+"""Layout -> (requests, candidates per request) for ``RewardScorer.score``."""
+EVALUATE_SHAPES = {"1x1": (1, 1), "1x40": (1, 40), "128x32": (128, 32)}
+"""Layout -> (requests, SID paths per request) for ``Simulator.evaluate``."""
+TARGETS = {"x_reference at batch 1": 20.0, "x_reference of evaluate at 4096": 3.5, "x_forests at 4096": 1.5}
 
 
 @dataclass
@@ -39,10 +51,12 @@ class Config:
     preset: str = "small"
     seed: int = 0
     out: Path = Path("results/reward_scoring")
-    seconds: float = 2.0
-    """Timing budget per (batch size, path)."""
+    seconds: float = 1.0
+    """Timing budget per (layout, side)."""
     rounds: int = 7
     """Alternating rounds the budget is split into."""
+    batches: int = 8
+    """Distinct batches each layout cycles over, so caches do not flatter either side."""
 
 
 def interleaved(fns: dict[str, Callable[..., object]], batches: list[tuple], budget: float,
@@ -66,38 +80,98 @@ def interleaved(fns: dict[str, Callable[..., object]], batches: list[tuple], bud
     return {name: float(np.median(times)) for name, times in samples.items()}
 
 
-def measure(scorer: RewardScorer, scenario: Scenario, budget: float, seed: int, n_batches: int = 8) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    test = np.flatnonzero(scenario.table("requests")["split"].astype(str).to_numpy() == "test")
-    boosters = [scorer.pctr.booster, scorer.pcvr.booster]
-    forests = [scorer.pctr.forest, scorer.pcvr.forest]
+class _Recorder:
+    """A scorer that remembers what it was asked to score (the pairs ``evaluate`` resolves) and passes it on."""
+
+    def __init__(self, scorer: RewardScorer):
+        self.scorer, self.calls = scorer, []
+
+    def score(self, requests, ad_ids, position=0):
+        self.calls.append((dict(requests), np.asarray(ad_ids)))
+        return self.scorer.score(requests, ad_ids, position)
+
+
+def _row(call: str, layout: str, pairs: int, t: dict[str, float]) -> dict:
+    return {
+        "call": call, "layout": layout, "pairs": pairs,
+        "x_reference": round(t["reference"] / t["compiled"], 2),
+        "x_forests": round(t["compiled"] / t["forests"], 3),
+        "forests_x_booster": round(t["booster"] / t["forests"], 2),
+        **{f"{side}_ms": round(seconds * 1e3, 4) for side, seconds in t.items()},
+    }
+
+
+def measure(scenario: Scenario, scorer: RewardScorer, cfg: Config) -> list[dict]:
+    """The scorer and ``evaluate`` rows: one per layout, every ratio from one interleaved run."""
+    reference = RewardScorer(scorer.features, scorer.pctr, scorer.pcvr, scorer.value_config, scorer.cvr_target,
+                             backend="reference")
+    compiled = RewardScorer(scorer.features, scorer.pctr, scorer.pcvr, scorer.value_config, scorer.cvr_target)
+    logged = as_batch(scenario.table("requests"))
     threads = scorer.pctr.config.params.get("num_threads", 1)
-    scorers = {backend: RewardScorer(scorer.features, scorer.pctr, scorer.pcvr, scorer.value_config,
-                                     scorer.cvr_target, scorer.max_pairs, backend=backend)
-               for backend in ("reference", "compiled")}
+
+    def forests(x):
+        return scorer.pctr.forest.predict(x), scorer.pcvr.forest.predict(x)
+
+    def boosters(x):
+        return [model.booster.predict(x, num_threads=threads) for model in (scorer.pctr, scorer.pcvr)]
+
+    rng = np.random.default_rng(cfg.seed)
+    test = np.flatnonzero(scenario.table("requests")["split"].astype(str).to_numpy() == "test")
+
+    def draw(b: int, k: int) -> tuple[dict, np.ndarray]:
+        """b logged test requests (as rows) with k eligible ads each (requests without any are redrawn)."""
+        ids, ads = np.zeros(0, np.int64), np.zeros((0, k), np.int64)
+        while len(ids) < b:
+            more = rng.choice(test, size=b)
+            eligible = sample_eligible_ads(scenario, more, k, rng)
+            keep = (eligible >= 0).all(axis=1)
+            ids, ads = np.r_[ids, more[keep]][:b], np.concatenate([ads, eligible[keep]])[:b]
+        return take(logged, ids), ads
+
     rows = []
-    for batch, (b, k) in SHAPES.items():
-        pairs = []
-        for _ in range(n_batches):
-            request_ids = rng.choice(test, size=b, replace=False)
-            pairs.append((request_ids, sample_eligible_ads(scenario, request_ids, k, rng)))
-        matrices = [(scorer.features.build(*pair).values,) for pair in pairs]
-        full = interleaved({name: s.score for name, s in scorers.items()} | {"features": scorer.features.build},
-                           pairs, budget)
-        raw = interleaved({"reference": lambda x: [bst.predict(x, num_threads=threads) for bst in boosters],
-                           "compiled": lambda x: [forest.predict(x) for forest in forests]}, matrices, budget)
-        rows.append({
-            "batch_pairs": batch, "requests": b, "candidates": k,
-            "full_ms": round(full["compiled"] * 1e3, 3), "full_reference_ms": round(full["reference"] * 1e3, 3),
-            "features_ms": round(full["features"] * 1e3, 3),
-            "raw_predict_ms": round(raw["reference"] * 1e3, 3), "compiled_predict_ms": round(raw["compiled"] * 1e3, 3),
-            "full_pairs_per_s": round(batch / full["compiled"]), "raw_pairs_per_s": round(batch / raw["reference"]),
-            "full_over_raw": round(full["compiled"] / raw["reference"], 3),
-            "full_speedup": round(full["reference"] / full["compiled"], 2),
-            "predict_speedup": round(raw["reference"] / raw["compiled"], 2),
-        })
+    for layout, (b, k) in SCORE_SHAPES.items():
+        batches = [draw(b, k) for _ in range(cfg.batches)]
+        matrices = [(reference.features.build(*batch).values,) for batch in batches]
+        t = interleaved({"reference": reference.score, "compiled": compiled.score}, batches, cfg.seconds)
+        t |= interleaved({"forests": forests, "booster": boosters}, matrices, cfg.seconds)
+        rows.append(_row("RewardScorer.score", layout, b * k, t))
+        print(rows[-1], flush=True)
+
+    # evaluate: legal paths are eligible ads' SID codes; the scorer sees every allowed ad on each path's leaf
+    sims = {side: open_simulator(scenario, scorer=s) for side, s in (("reference", reference), ("compiled", compiled))}
+    recorder = _Recorder(reference)
+    probe = open_simulator(scenario, scorer=recorder)
+    for layout, (b, k) in EVALUATE_SHAPES.items():
+        batches = []
+        for requests, ads in (draw(b, k) for _ in range(cfg.batches)):
+            batches.append((requests, sims["reference"].ad_codes[ads]))
+        recorder.calls.clear()
+        for batch in batches:
+            probe.evaluate(*batch)
+        matrices = [(reference.features.build(*call).values,) for call in recorder.calls]
+        t = interleaved({"reference": lambda r, p: sims["reference"].evaluate(r, p),
+                         "compiled": lambda r, p: sims["compiled"].evaluate(r, p, backend="compiled")},
+                        batches, cfg.seconds)
+        t |= interleaved({"forests": forests, "booster": boosters}, matrices, cfg.seconds)
+        rows.append(_row("Simulator.evaluate", layout, round(np.mean([len(m[0]) for m in matrices])), t))
         print(rows[-1], flush=True)
     return rows
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """Each target: the measured ratio and whether it is met."""
+    by = {(r["call"], r["layout"]): r for r in rows}
+    measured = {
+        "x_reference at batch 1": by["Simulator.evaluate", "1x1"]["x_reference"],
+        "x_reference of evaluate at 4096": by["Simulator.evaluate", "128x32"]["x_reference"],
+        "x_forests at 4096": by["Simulator.evaluate", "128x32"]["x_forests"],
+    }
+    lines = []
+    for name, target in TARGETS.items():
+        met = measured[name] <= target if name.startswith("x_forests") else measured[name] >= target
+        sign = "<=" if name.startswith("x_forests") else ">="
+        lines.append(f"{name}: {measured[name]:.2f} (target {sign} {target}: {'met' if met else 'SHORT'})")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -105,28 +179,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--preset", default=Config.preset)
     parser.add_argument("--quick", action="store_true", help="the tiny preset and short timings (smoke test)")
     parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--seconds", type=float, default=Config.seconds, help="timing budget per layout and side")
     parser.add_argument("--out", type=Path, default=Config.out)
-    parser.add_argument("--bundle", type=Path, help="score with this bundle instead of building the preset")
+    parser.add_argument("--bundle", type=Path, help="score with this bundle instead of the preset's")
     args = parser.parse_args(argv)
-    preset = "tiny" if args.quick else args.preset
-    budget = 0.05 if args.quick else Config.seconds
+    cfg = Config(preset="tiny" if args.quick else args.preset, seed=args.seed, out=args.out,
+                 seconds=0.02 if args.quick else args.seconds, rounds=3 if args.quick else Config.rounds,
+                 batches=2 if args.quick else Config.batches)
 
-    with tempfile.TemporaryDirectory(prefix="adsim-scoring-bench-") as tmp:
-        path = args.bundle or build_reward_bundle(preset, args.seed, Path(tmp) / "bundle")
-        scenario = Scenario(path)
-        scorer = RewardScorer.load(path, scenario)
-        rows = measure(scorer, scenario, budget, args.seed, n_batches=2 if args.quick else 8)
-        trees = {name: model.booster.num_trees() for name, model in (("pctr", scorer.pctr), ("pcvr", scorer.pcvr))}
-    ratio = rows[-1]["full_over_raw"]
-    verdict = "within" if ratio <= TARGET_RATIO else "OVER"
-    notes = (f"Scenario {scenario.manifest.get('preset')} (seed {scenario.manifest.get('seed')}); "
-             f"{len(scorer.features.specs)} features; trees pCTR {trees['pctr']}, pCVR {trees['pcvr']}; LightGBM "
-             f"num_threads={scorer.pctr.config.params.get('num_threads')}. Full = RewardScorer.score on the compiled "
-             f"backend (full_reference: on Booster.predict); raw = Booster.predict of both models on the prebuilt "
-             f"float32 matrix (compiled_predict: the compiled forests); speedups are reference / compiled. At batch "
-             f"{rows[-1]['batch_pairs']}: full path / raw predict = {ratio:.2f}x ({verdict} the {TARGET_RATIO}x "
-             "target).")
-    write_report(args.out, "reward_scoring", rows, title="Reward scoring: full path vs raw Booster.predict",
+    scenario = Scenario(args.bundle) if args.bundle else ensure_scenario(cfg.preset, seed=cfg.seed, progress=False)
+    scorer = RewardScorer.load(scenario.path, scenario)
+    rows = measure(scenario, scorer, cfg)
+    trees = {name: model.booster.num_trees() for name, model in (("pctr", scorer.pctr), ("pcvr", scorer.pcvr))}
+    notes = "\n".join([
+        f"Scenario {scenario.manifest.get('preset')} (seed {scenario.manifest.get('seed')}); "
+        f"{len(scorer.features.specs)} features; trees pCTR {trees['pctr']}, pCVR {trees['pcvr']}; LightGBM "
+        f"num_threads={scorer.pctr.config.params.get('num_threads')}. x_reference = reference / compiled; x_forests "
+        "= compiled / forests (1 = nothing but the trees); forests_x_booster = Booster.predict / CompiledForest "
+        "on the same matrix. The *_ms columns are the medians behind the ratios, for context only.",
+        "", *(f"- {line}" for line in verdicts(rows)),
+    ])
+    write_report(cfg.out, "reward_scoring", rows, title="Reward scoring: compiled vs reference vs the forests alone",
                  notes=notes)
     return rows
 

@@ -14,8 +14,8 @@ process), and each pair costs only what is truly its own:
 
 The numbers are the reference's bit for bit (``tests/reward_models/test_compiled.py``): the same float32 rate
 arithmetic, the same grid vectors, the same summation orders, the same exp and log. The fused ``score`` never
-materialises the feature matrix: each pair's row goes straight through both forests
-(``reward_models.forest.probability_row``) and the eCPM / final_value arithmetic of ``reward_models.value``.
+materialises the feature matrix: pairs' rows go BLOCK at a time through both forests
+(``reward_models.forest.raw_block``) and the eCPM / final_value arithmetic of ``reward_models.value``.
 
 The tables travel to the kernels as one numba ``StructRef`` (``_Tables``): a call costs one argument to type-check
 instead of fifty, which matters at batch 1. Kernels are compiled with ``cache=True`` (once per machine).
@@ -35,8 +35,8 @@ from adsim.errors import AdSimDataError
 from adsim.world.cascade import estimated_ecpm
 from adsim.world.config import GOALS
 from reward_models.exact import grid
-from reward_models.features import FeatureBuilder, Requests, request_arrays
-from reward_models.forest import CompiledForest, probability_row
+from reward_models.features import REQUEST_COLUMNS, FeatureBuilder, Requests, request_arrays
+from reward_models.forest import BLOCK, CompiledForest, probability, raw_block
 from reward_models.protocol import FeatureMatrix
 from reward_models.value import TARGETS, Scores, ValueConfig
 
@@ -320,10 +320,7 @@ def _scratch(t):
 
 
 @njit(cache=True)
-def _valid(t, users, ad):
-    for u in users:
-        if u < 0 or u >= t.n_users:
-            return False
+def _ads_valid(t, ad):
     for a in ad.ravel():
         if a < 0 or a >= t.n_ads:
             return False
@@ -331,15 +328,30 @@ def _valid(t, users, ad):
 
 
 @njit(cache=True)
-def _gather(t, ids):
-    """The logged requests ``ids`` as (6, B) rows; None when an id is out of range."""
+def _requests_by_id(t, ids, ad):
+    """The logged requests ``ids`` as (6, B) rows, and whether every id (and ad id) is in range."""
     out = np.empty((6, ids.shape[0]), np.int64)
     for b in range(ids.shape[0]):
         if ids[b] < 0 or ids[b] >= t.n_requests:
             return out, False
         for c in range(6):
             out[c, b] = t.requests[c, ids[b]]
-    return out, True
+    return out, _ads_valid(t, ad)
+
+
+@njit(cache=True)
+def _requests_by_row(t, user, ts, day, hour, device, placement, ad):
+    """B request rows (REQUEST_COLUMNS order) as (6, B) int64, and whether every user (and ad) id is in range."""
+    out = np.empty((6, user.shape[0]), np.int64)
+    ok = ts.shape == user.shape and day.shape == user.shape and hour.shape == user.shape and (
+        device.shape == user.shape and placement.shape == user.shape)
+    if not ok:
+        return out, False
+    for b in range(user.shape[0]):
+        out[0, b], out[1, b], out[2, b] = user[b], ts[b], day[b]
+        out[3, b], out[4, b], out[5, b] = hour[b], device[b], placement[b]
+        ok &= 0 <= user[b] < t.n_users
+    return out, ok and _ads_valid(t, ad)
 
 
 @njit(cache=True)
@@ -364,21 +376,42 @@ def _build(t, req, ad, position):
 
 
 @njit(cache=True)
-def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef):
-    """Fused: each pair's features through both forests, then eCPM and final_value.
+def _reward(p, q, a, ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef):
+    """(pCTR, pCVR, eCPM, final_value) of ad ``a`` from the two models' probabilities.
 
-    The reward arithmetic repeats ``AdPrices.scores`` (``estimated_ecpm``, ``AdPrices.targets``,
-    ``ValueConfig.final_value``) operation for operation; ``tests/reward_models/test_compiled.py`` pins the two
-    equal, so a change there fails loudly until it is made here too.
+    Repeats ``AdPrices.scores`` (``estimated_ecpm``, ``AdPrices.targets``, ``ValueConfig.final_value``) operation
+    for operation; ``tests/reward_models/test_compiled.py`` pins the two equal, so a change there fails loudly
+    until it is made here too.
+    """
+    if ctcvr:
+        q = min(q / max(p, 1e-12), 1.0)
+    g = goal[a]
+    rate = 1e-3 if g == 0 else p * (q if uses_pcvr[g] else 1.0)
+    e = bid[a] * rate * 1000.0
+    if terms.shape[0] == 0:
+        return p, q, e, e
+    bonus = 0.0
+    for j in range(terms.shape[0]):
+        target = p if terms[j] == 0 else (p * q if terms[j] == 1 else p * q * conversion_value[a])
+        bonus += coef[j] * target
+    return p, q, e, e + bonus / terms.shape[0]
+
+
+@njit(cache=True)
+def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef):
+    """Fused: the pairs' features, BLOCK rows at a time through both forests, then eCPM and final_value.
 
     ``ctr``/``cvr`` are the forests' ``arrays() + (sigmoid,)``; ``terms`` indexes TARGETS in the order of the
     value config's alphas, ``coef`` their alpha x scale.
     """
     b_n, k_n = ad.shape
-    pctr, pcvr, ecpm, final = np.empty(ad.shape), np.empty(ad.shape), np.empty(ad.shape), np.empty(ad.shape)
+    out = np.empty((4, b_n, k_n))
     template, hist, weight, acc, topic_sum, topic_count = _scratch(t)
-    row = np.empty(t.n_features, np.float32)
+    rows = np.empty((min(BLOCK, b_n * k_n), t.n_features), np.float32)
+    pair = np.empty(rows.shape[0], np.int64)
+    raw_ctr, raw_cvr = np.empty(rows.shape[0]), np.empty(rows.shape[0])
     sizes = (0, 0, 0, 0)
+    n = 0
     for b in range(b_n):
         user, ts = req[0, b], req[1, b]
         if b == 0 or user != req[0, b - 1] or ts != req[1, b - 1]:
@@ -388,29 +421,24 @@ def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, u
             col = t.col_request
             template[col[0]], template[col[1]], template[col[2]] = req[3, b], req[4, b], req[5, b]
         for k in range(k_n):
-            a = ad[b, k]
-            _pair(t, template, hist, weight, sizes, acc, a, user, ts, req[2, b],
-                  position[b % position.shape[0], k % position.shape[1]], row)
-            p = probability_row(row, ctr[0], ctr[1], ctr[2], ctr[3], ctr[4], ctr[5])
-            q = probability_row(row, cvr[0], cvr[1], cvr[2], cvr[3], cvr[4], cvr[5])
-            if ctcvr:
-                q = min(q / max(p, 1e-12), 1.0)
-            g = goal[a]
-            rate = 1e-3 if g == 0 else p * (q if uses_pcvr[g] else 1.0)
-            e = bid[a] * rate * 1000.0
-            if terms.shape[0] == 0:
-                value = e
-            else:
-                bonus = 0.0
-                for j in range(terms.shape[0]):
-                    target = p if terms[j] == 0 else (p * q if terms[j] == 1 else p * q * conversion_value[a])
-                    bonus += coef[j] * target
-                value = e + bonus / terms.shape[0]
-            pctr[b, k], pcvr[b, k], ecpm[b, k], final[b, k] = p, q, e, value
-    return pctr, pcvr, ecpm, final
+            _pair(t, template, hist, weight, sizes, acc, ad[b, k], user, ts, req[2, b],
+                  position[b % position.shape[0], k % position.shape[1]], rows[n])
+            pair[n] = b * k_n + k
+            n += 1
+            if n == rows.shape[0] or (b == b_n - 1 and k == k_n - 1):
+                raw_block(rows, n, ctr[0], ctr[1], ctr[2], ctr[3], ctr[4], raw_ctr)
+                raw_block(rows, n, cvr[0], cvr[1], cvr[2], cvr[3], cvr[4], raw_cvr)
+                for i in range(n):
+                    pb, pk = pair[i] // k_n, pair[i] % k_n
+                    p, q, e, v = _reward(probability(raw_ctr[i], ctr[5]), probability(raw_cvr[i], cvr[5]),
+                                         ad[pb, pk], ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef)
+                    out[0, pb, pk], out[1, pb, pk], out[2, pb, pk], out[3, pb, pk] = p, q, e, v
+                n = 0
+    return out[0], out[1], out[2], out[3]
 
 
 # --------------------------------------------------------------------------------------------- wrappers
+_INT64 = np.dtype(np.int64)
 _TOP = np.zeros((1, 1), np.float32)
 """Position 0 for every pair (the default), without building an array per call."""
 
@@ -425,23 +453,27 @@ class CompiledFeatures:
     def inputs(self, requests: Requests, ad_ids: np.ndarray, position: int | np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(6, B) int64 request rows, (B, K) int64 ads and (1 | B, 1 | K) float32 positions; bad input raises the
-        reference's errors."""
+        reference's errors. Kept to a handful of calls: at batch 1 this is most of the cost."""
         ad = np.asarray(ad_ids, dtype=np.int64)
-        if isinstance(requests, Mapping | pd.DataFrame):
-            req, ok = np.stack(list(request_arrays(requests).values())), True
+        if isinstance(requests, dict | pd.DataFrame | Mapping):
+            columns = [requests.get(c) for c in REQUEST_COLUMNS]
+            if not all(type(c) is np.ndarray and c.dtype == _INT64 and c.ndim == 1 for c in columns):
+                columns = list(request_arrays(requests).values())  # converts, or raises the reference's error
+            req, ok = _requests_by_row(self.tables, *columns, ad) if ad.ndim == 2 else (None, False)
         else:
             ids = np.asarray(requests, dtype=np.int64)
-            req, ok = _gather(self.tables, ids) if ids.ndim == 1 else (np.zeros((6, 0), np.int64), False)
-        b = req.shape[1]
-        if ok and (ad.ndim != 2 or ad.shape[0] != b):
-            raise AdSimDataError(f"ad_ids must be (n_requests={b}, K), got shape {ad.shape}", column="ad_id")
-        if not ok or not _valid(self.tables, req[0], ad):
+            req, ok = _requests_by_id(self.tables, ids, ad) if ids.ndim == 1 and ad.ndim == 2 else (None, False)
+        if ok and ad.shape[0] != req.shape[1]:
+            raise AdSimDataError(f"ad_ids must be (n_requests={req.shape[1]}, K), got shape {ad.shape}",
+                                 column="ad_id")
+        if not ok:
             self.builder.build(requests, ad, position)  # raises the reference's error
             raise AssertionError("the compiled path rejected input that the reference accepts")
         if isinstance(position, int) and position == 0:
             return req, ad, _TOP
         pos = np.asarray(position)
-        if pos.ndim != 2 or pos.shape[0] not in (1, b) or pos.shape[1] not in (1, ad.shape[1]):
+        b, k = ad.shape
+        if pos.ndim != 2 or pos.shape[0] not in (1, b) or pos.shape[1] not in (1, k):
             pos = np.broadcast_to(pos, ad.shape)
         return req, ad, np.ascontiguousarray(pos, dtype=np.float32)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import lightgbm as lgb
 import numpy as np
@@ -135,16 +136,22 @@ class CompiledForest:
 
     def raw_score_row(self, row: np.ndarray) -> float:
         """The raw score of one (n_features,) row, without the cost of a batch."""
-        return _raw_score_row(self._row(row), *self.arrays())
+        return float(self.raw_score(self._row(row)[None])[0])
 
     def predict_row(self, row: np.ndarray) -> float:
         """The probability of one (n_features,) row, without the cost of a batch."""
-        return probability_row(self._row(row), *self.arrays(), self._sigmoid())
+        return float(self.predict(self._row(row)[None])[0])
 
     # ------------------------------------------------------------------------------------------- helpers
+    @cached_property
+    def _kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        bits = np.r_[self.cat_bits, np.zeros(1, np.uint32)]  # never empty: a kernel may index it
+        return self.roots, _walk_nodes(self.nodes, self.threshold), self.threshold, bits, self.leaf_value
+
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """``roots, nodes, threshold, cat_bits, leaf_value``: what the kernels (``probability_row``) take."""
-        return self.roots, self.nodes, self.threshold, self.cat_bits, self.leaf_value
+        """``roots, nodes, threshold, cat_bits, leaf_value`` as the kernels (``raw_block``) take them: ``nodes``
+        with its decision column turned into the walk flags (``_walk_nodes``)."""
+        return self._kernel_arrays
 
     def _sigmoid(self) -> float:
         if self.sigmoid is None:
@@ -194,59 +201,103 @@ def _numbers(field: str, dtype: type) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ kernels
+IS_CATEGORICAL, ZERO_IS_MISSING, ZERO_LEFT, NAN_LEFT = 1, 2, 4, 8
+"""Bits of a walk node's flags: a categorical split; a numerical one whose zeros take the default direction
+(missing type Zero, then ``ZERO_LEFT`` is that direction); where NaN goes (``NAN_LEFT``)."""
+NORMAL, ZERO, NAN = 0, 1, 2
+"""Classes of a prepared value: |x| <= kZeroThreshold is read as 0.0 (``ZERO``)."""
+BLOCK = 256
+"""Rows walked together, tree by tree: one tree's nodes stay in cache while the block's rows pass through it."""
+
+
+def _walk_nodes(nodes: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """(M, 6) int32 nodes for the kernels: feature, left, right, flags, bitset offset and words.
+
+    The flags resolve LightGBM's missing-value rules once per node (tree.h ``NumericalDecision``): a zero takes
+    the default direction only under missing type Zero (elsewhere it is 0.0 <= threshold); NaN takes the default
+    direction under types Zero and NaN, and is read as 0.0 under type None.
+    """
+    walk = nodes.copy()
+    decision = nodes[:, DECISION]
+    missing, default_left = (decision >> 2) & 3, (decision & DEFAULT_LEFT) > 0
+    categorical = (decision & CATEGORICAL) > 0
+    nan_left = np.where(missing == MISSING_NONE, 0.0 <= threshold, default_left)
+    zero_missing = ~categorical & (missing == MISSING_ZERO)
+    walk[:, DECISION] = (categorical * IS_CATEGORICAL | zero_missing * ZERO_IS_MISSING
+                         | (zero_missing & default_left) * ZERO_LEFT | (~categorical & nan_left) * NAN_LEFT)
+    return walk
+
+
 @njit(cache=True)
-def _leaf(row, root, nodes, threshold, cat_bits):
-    """The leaf ``row`` reaches from ``root`` (LightGBM's ``Tree::GetLeaf``)."""
-    node = root
-    while node >= 0:
-        fval = np.float64(row[nodes[node, FEATURE]])
-        if -K_ZERO_THRESHOLD <= fval <= K_ZERO_THRESHOLD:
-            fval = 0.0  # the C API leaves such values out of a dense row, so the tree reads 0.0
-        decision = nodes[node, DECISION]
-        if decision & CATEGORICAL:
-            go_left = False
+def _prepare(x, n, value, kind, code):
+    """Each of the first n rows' values as the trees read them: float64 with tiny values as 0.0 (the C API leaves
+    them out of a dense row), their class, and the categorical code (-1 for NaN and anything outside int32)."""
+    for r in range(n):
+        for j in range(x.shape[1]):
+            v = np.float64(x[r, j])
+            c = NORMAL
+            if -K_ZERO_THRESHOLD <= v <= K_ZERO_THRESHOLD:
+                v, c = 0.0, ZERO
+            elif math.isnan(v):
+                c = NAN
+            value[r, j], kind[r, j] = v, c
             # C++ int truncation: (-1, 0) -> 0; NaN and anything outside int32 -> INT_MIN, i.e. negative -> right
             # (testing the range first also keeps numba's float -> int cast defined)
-            if not math.isnan(fval) and -1.0 < fval < 2147483648.0:
-                code = np.int64(fval)
-                word = code >> 5
-                if word < nodes[node, CAT_WORDS]:
-                    go_left = ((cat_bits[nodes[node, CAT_BEGIN] + word] >> np.uint32(code & 31)) & np.uint32(1)) == 1
+            code[r, j] = np.int64(v) if c != NAN and -1.0 < v < 2147483648.0 else -1
+
+
+@njit(cache=True)
+def _leaf(r, root, nodes, threshold, cat_bits, value, kind, code):
+    """The leaf prepared row ``r`` reaches from ``root`` (LightGBM's ``Tree::GetLeaf``)."""
+    node = root
+    while node >= 0:
+        feature, flags = nodes[node, FEATURE], nodes[node, DECISION]
+        if flags & IS_CATEGORICAL:
+            go_left = False
+            c = code[r, feature]
+            if c >= 0 and (c >> 5) < nodes[node, CAT_WORDS]:
+                go_left = ((cat_bits[nodes[node, CAT_BEGIN] + (c >> 5)] >> np.uint32(c & 31)) & np.uint32(1)) == 1
         else:
-            missing = (decision >> 2) & 3
-            if math.isnan(fval) and missing != MISSING_NAN:
-                fval = 0.0
-            if (missing == MISSING_ZERO and -K_ZERO_THRESHOLD <= fval <= K_ZERO_THRESHOLD) or (
-                    missing == MISSING_NAN and math.isnan(fval)):
-                go_left = (decision & DEFAULT_LEFT) > 0
-            else:
-                go_left = fval <= threshold[node]
+            go_left = value[r, feature] <= threshold[node]
+            k = kind[r, feature]
+            if k == NAN:
+                go_left = (flags & NAN_LEFT) > 0
+            elif k == ZERO and flags & ZERO_IS_MISSING:
+                go_left = (flags & ZERO_LEFT) > 0
         node = nodes[node, LEFT] if go_left else nodes[node, RIGHT]
     return ~node
 
 
 @njit(cache=True)
-def _raw_score_row(row, roots, nodes, threshold, cat_bits, leaf_value):
-    total = 0.0
+def raw_block(x, n, roots, nodes, threshold, cat_bits, leaf_value, out):
+    """Raw scores of the first n rows of ``x`` into ``out[:n]``: tree by tree over the rows, each row's sum still
+    from 0.0 in tree order (``GBDT::PredictRaw``). ``nodes`` as ``CompiledForest.arrays`` gives them."""
+    value = np.empty((n, x.shape[1]))
+    kind = np.empty((n, x.shape[1]), np.int8)
+    code = np.empty((n, x.shape[1]), np.int64)
+    _prepare(x, n, value, kind, code)
+    out[:n] = 0.0
     for t in range(roots.shape[0]):
-        total += leaf_value[_leaf(row, roots[t], nodes, threshold, cat_bits)]
-    return total
+        root = roots[t]
+        for r in range(n):
+            out[r] += leaf_value[_leaf(r, root, nodes, threshold, cat_bits, value, kind, code)]
 
 
 @njit(cache=True)
-def probability_row(row, roots, nodes, threshold, cat_bits, leaf_value, sigmoid):
-    """``predict_row`` for other kernels (``reward_models.compiled`` fuses it with feature building)."""
-    # BinaryLogloss::ConvertOutput
-    return 1.0 / (1.0 + math.exp(-sigmoid * _raw_score_row(row, roots, nodes, threshold, cat_bits, leaf_value)))
+def probability(raw, sigmoid):
+    """The binary objective's probability of a raw score (``BinaryLogloss::ConvertOutput``)."""
+    return 1.0 / (1.0 + math.exp(-sigmoid * raw))
 
 
 @njit(cache=True)
 def _raw_scores(x, roots, nodes, threshold, cat_bits, leaf_value, out):
-    for i in range(x.shape[0]):
-        out[i] = _raw_score_row(x[i], roots, nodes, threshold, cat_bits, leaf_value)
+    for lo in range(0, x.shape[0], BLOCK):
+        n = min(BLOCK, x.shape[0] - lo)
+        raw_block(x[lo:lo + n], n, roots, nodes, threshold, cat_bits, leaf_value, out[lo:lo + n])
 
 
 @njit(cache=True)
 def _probabilities(x, roots, nodes, threshold, cat_bits, leaf_value, sigmoid, out):
+    _raw_scores(x, roots, nodes, threshold, cat_bits, leaf_value, out)
     for i in range(x.shape[0]):
-        out[i] = probability_row(x[i], roots, nodes, threshold, cat_bits, leaf_value, sigmoid)
+        out[i] = probability(out[i], sigmoid)
