@@ -186,8 +186,7 @@ def test_random_legal_paths_and_observations_match_the_env(ctx, env_fixture, eva
     # observations() of a prefix equal what the env shows after playing it
     env = AdSimEnv(**env_fixture.kwargs())
     obs, _ = env.reset(seed=5)
-    state = env.get_state()["episodes"]
-    one = RequestTries(ctx.simulator, state["requests"])
+    one = RequestTries(ctx.simulator, env.episodes.requests)  # the request in flight (either backend)
     prefix = np.full((1, ctx.simulator.depth), -1)
     for d in range(ctx.simulator.depth):
         mine = observations(ctx, one, prefix)
