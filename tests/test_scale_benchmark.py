@@ -1,4 +1,5 @@
-"""``python -m benchmarks.scale --quick`` runs end to end and reports identical results for every worker count."""
+"""``python -m benchmarks.scale --quick`` runs end to end, reports identical results for every worker count, memory
+and object-store peaks, and the cluster estimate."""
 
 from __future__ import annotations
 
@@ -28,4 +29,9 @@ def test_scale_benchmark_quick(tmp_path):
     assert set(table["workers"]) == {0, 1, 2}
     pooled = table[table["workers"] > 0]
     assert pooled["identical"].all() and (pooled["worker_peak_uss_mb"] > 0).all()
+    # the object store is sampled every 0.5 s: a tiny build can finish between two samples
+    assert pooled["object_store_peak_mb"].max() > 0 and (table["driver_peak_rss_mb"] > 0).all()
+    estimate = pd.read_csv(tmp_path / "out" / "scale_estimate.csv")
+    assert list(estimate["nodes"]) == [0, 8, 16, 32] and (estimate["estimated_s"] >= 0).all()
+    assert (estimate["speedup"].iloc[1:] >= 1).all()
     assert "Command: `python -m benchmarks.scale --quick" in (tmp_path / "out" / "scale.md").read_text()

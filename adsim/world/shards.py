@@ -15,13 +15,14 @@ How it runs
 
     Every shard is then bound to a node, its *home* (the alive node with the fewest homes per CPU), and all its
     shard-days are tasks with a soft affinity to that node, so a shard's users cross the network once, to their
-    home, and every later day reads them there zero-copy. The ad and content catalogue and each day's
-    retrieval lists (sized by ads, not users) are put by the driver once. One task per shard-day returns its
-    shard-day (requests, organic events and impressions with shard-local row numbers) through the object store;
-    the driver merges each day's shards (``DayMerger``: global time order and ids) and the bundle writer streams
-    that day to Parquet, while the workers go on with later shard-days. At most ``concurrency + n_shards`` tasks
-    run or wait ahead of the merge. Only the driver writes files: workers need no shared file system, just
-    ``adsim`` installed.
+    home, and every later day reads them there zero-copy. The ad and content catalogue (sized by ads, not users) is
+    put by the driver once; each day's retrieval lists, which every shard of the day reads, are one task, submitted
+    with the day's first shard-day and read by its shard-days straight from the object store. One task per
+    shard-day returns its shard-day (requests, organic events and impressions with shard-local row numbers) through
+    the object store; the driver merges each day's shards (``DayMerger``: global time order and ids) and the bundle
+    writer streams that day to Parquet, while the workers go on with later shard-days. At most
+    ``concurrency + n_shards`` tasks run or wait ahead of the merge. Only the driver writes files: workers need no
+    shared file system, just ``adsim`` installed.
 
 Memory
     Driver: the catalogue, the users' observable table and about one day of merged logs; nothing that scales with
@@ -201,6 +202,13 @@ def run_shard_day(config: WorldConfig, seed: int, users: Users, ads: Ads, organi
     return ShardLogger(world, shard, first_user, budget_share).day(day, topic_lists)
 
 
+def day_lists(config: WorldConfig, seed: int, ads: Ads, day: int) -> np.ndarray:
+    """The body of a day's retrieval-lists task: ``retrieval_lists`` of a world that needs only its ads."""
+    world = World(config, seed)
+    world.__dict__["ads"] = ads  # World.ads is a cached property
+    return retrieval_lists(world, day)
+
+
 def _run_shard_day_where(*args) -> tuple[ShardDay, str]:
     """``run_shard_day``, and the node it ran on."""
     import ray
@@ -296,7 +304,9 @@ class ShardedLogs(Iterator[DayLogs]):
         world, plan = self.world, self.plan
         order = [(day, shard) for day in range(world.config.n_days) for shard in range(plan.n_shards)]
         submitted = merged = 0
-        lists: dict[int, Any] = {}  # each day's retrieval lists, computed here once a day
+        lists: dict[int, Any] = {}  # each day's retrieval lists: one task's result, read by the day's shard-days
+        lists_task = ray.remote(day_lists).options(num_cpus=1, max_retries=self.max_retries,
+                                                   runtime_env=self._runtime_env)
         running: dict[Any, tuple[int, int]] = {}
         finished: dict[tuple[int, int], Any] = {}
 
@@ -307,7 +317,7 @@ class ShardedLogs(Iterator[DayLogs]):
                 day, shard = order[submitted]
                 if day not in lists:
                     self._deal_homes()
-                    lists[day] = ray.put(retrieval_lists(world, day))
+                    lists[day] = lists_task.remote(world.config, world.seed, self.ads, day)
                 running[self._submit(day, shard, lists[day])] = (day, shard)
                 submitted += 1
 
