@@ -219,7 +219,7 @@ class CompiledEpisodeBatch:
     def restart(self, rows: np.ndarray, rng: np.random.Generator) -> None:
         """Begin new episodes in ``rows`` on requests drawn with ``rng`` (as ``EpisodeBatch.restart`` draws)."""
         table_rows = self.ctx.requests.sample_rows(len(rows), rng, self.options.arr_ratio)
-        if not self.synthetic and (table_rows >= len(self.ctx.requests)).any():
+        if not self.synthetic and self.options.arr_ratio > 0 and (table_rows >= len(self.ctx.requests)).any():
             self._use_pool()
         kernels.start_rows(np.asarray(rows, dtype=np.int64), table_rows, *self._start_tables, self._arrays)
 

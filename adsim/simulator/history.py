@@ -7,6 +7,8 @@ observation builder, the simulator's process rewards, the sequence models and th
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from adsim.data.bundle import Scenario
@@ -76,7 +78,16 @@ class EventIndex:
         """The arrays the compiled kernels read: codes, and payloads ``item`` and ``action`` (a placeholder, never
         read, if None)."""
         actions = self.payload[action] if action else np.zeros(1, dtype=np.int8)
-        return EventTables(self.code, self.shift, self.payload[item], actions)
+        return EventTables(self.code, self.shift, self.payload[item], actions, self.group_offsets)
+
+    @cached_property
+    def group_offsets(self) -> np.ndarray:
+        """(n_groups + 1,) first index of each group's events (groups 0 .. the largest one), for the kernels;
+        just (1,) when groups are sparse (user x key ids), where the kernels then search all events."""
+        n_groups = int(self.code[-1] >> self.shift) + 1 if len(self) else 0
+        if n_groups > 4 * len(self) + 1024:
+            n_groups = 0
+        return np.searchsorted(self.code, np.arange(n_groups + 1, dtype=np.int64) << self.shift).astype(np.int64)
 
     def last(self, group: np.ndarray, ts: np.ndarray, n: int, backend: Backend = "reference"
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +100,7 @@ class EventIndex:
         if backend == "compiled":
             group, ts = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (group, ts))
             rows, valid = np.empty((len(group), n), dtype=np.int64), np.empty((len(group), n), dtype=bool)
-            kernels.last_events_rows(self.code, self.shift, group, ts, rows, valid)
+            kernels.last_events_rows(self.code, self.shift, self.group_offsets, group, ts, rows, valid)
             return rows, valid
         idx, valid = self.window(group, self.last_before(group, ts), n)
         idx, valid = idx[:, ::-1], valid[:, ::-1]

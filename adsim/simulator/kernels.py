@@ -71,7 +71,10 @@ class EventTables(NamedTuple):
     item: np.ndarray
     """(n_events + 1,) int: the event's item (organic item or ad id)."""
     action: np.ndarray
-    """(n_events + 1,) int8: the action type of an ad event (zeros for organic events)."""
+    """(n_events + 1,) int8: the action type of an ad event (a placeholder for organic events)."""
+    offsets: np.ndarray
+    """(n_groups + 1,) int64: group g's events are [offsets[g], offsets[g + 1]), so a search reads a few cache
+    lines of the group's own events instead of a binary search over all of them."""
 
 
 class HistoryTables(NamedTuple):
@@ -282,19 +285,23 @@ def legal_mask_rows(prefixes, sums, trie, out):
 
 # ---------------------------------------------------------------------------------------------- history
 @njit(cache=True, inline="always")
-def _last_before(code, shift, group, ts):
-    """``EventIndex.last_before`` for one (group, ts)."""
-    t = min(max(ts, 0), (1 << shift) - 1)
-    i = np.searchsorted(code, (group << shift) | t) - 1
+def _last_before(code, shift, offsets, group, ts):
+    """``EventIndex.last_before`` for one (group, ts): the same index, searched within the group's events."""
+    key = (group << shift) | min(max(ts, 0), (1 << shift) - 1)
+    if 0 <= group < len(offsets) - 1:
+        lo = offsets[group]
+        i = lo + np.searchsorted(code[lo : offsets[group + 1]], key) - 1
+    else:
+        i = np.searchsorted(code, key) - 1
     return i if (code[i] >> shift) == group else 0
 
 
 @njit(cache=True)
-def last_events_rows(code, shift, groups, ts, rows, valid):
+def last_events_rows(code, shift, offsets, groups, ts, rows, valid):
     """``EventIndex.last``: (B, n) indexes of each group's last n events before ``ts``, left-padded."""
     n = rows.shape[1]
     for b in range(len(groups)):
-        last = _last_before(code, shift, groups[b], ts[b])
+        last = _last_before(code, shift, offsets, groups[b], ts[b])
         for j in range(n):
             idx = max(last - j, 0)
             ok = (code[idx] >> shift) == groups[b]
@@ -303,10 +310,11 @@ def last_events_rows(code, shift, groups, ts, rows, valid):
 
 
 @njit(cache=True, inline="always")
-def _tokens(user, ts, code, shift, item, action, codes, token, impression, pad, codes_out, type_out, lo, n):
+def _tokens(user, ts, events, codes, token, impression, pad, codes_out, type_out, lo, n):
     """The last ``n`` events of ``user`` before ``ts`` as tokens in columns [lo, lo + n), oldest first:
     type ``token`` (organic) or ``impression - 1 + action`` (ads, ``token < 0``), -1 codes and ``pad`` where none."""
-    last = _last_before(code, shift, user, ts)
+    code, shift, item, action, offsets = events
+    last = _last_before(code, shift, offsets, user, ts)
     for j in range(n):
         col = lo + n - 1 - j
         idx = max(last - j, 0)
@@ -321,13 +329,9 @@ def _tokens(user, ts, code, shift, item, action, codes, token, impression, pad, 
 @njit(cache=True, inline="always")
 def _history(user, ts, organic, ads, organic_codes, ad_codes, tokens, n_organic, codes_out, type_out):
     """One request's O-tokens then I-tokens, as ``ObservationBuilder.build`` lays them out."""
-    o_code, o_shift, o_item, o_action = organic
-    a_code, a_shift, a_item, a_action = ads
     pad, token_organic, impression = tokens[0], tokens[1], tokens[2]
-    _tokens(user, ts, o_code, o_shift, o_item, o_action, organic_codes, token_organic, impression, pad, codes_out,
-            type_out, 0, n_organic)
-    _tokens(user, ts, a_code, a_shift, a_item, a_action, ad_codes, -1, impression, pad, codes_out, type_out,
-            n_organic, len(type_out) - n_organic)
+    _tokens(user, ts, organic, organic_codes, token_organic, impression, pad, codes_out, type_out, 0, n_organic)
+    _tokens(user, ts, ads, ad_codes, -1, impression, pad, codes_out, type_out, n_organic, len(type_out) - n_organic)
 
 
 @njit(cache=True)
@@ -341,10 +345,11 @@ def history_rows(users, ts, hist, codes_out, type_out):
 
 # ---------------------------------------------------------------------------------------------- process rewards
 @njit(cache=True, inline="always")
-def _popularity(user, ts, level, code, shift, item, ad_codes, history, out):
+def _popularity(user, ts, level, successes, ad_codes, history, out):
     """``Simulator.token_popularity`` of one request: (W,) share of its last successes with token t at level."""
     out[:] = 0.0
-    last = _last_before(code, shift, user, ts)
+    code, shift, item, _, offsets = successes
+    last = _last_before(code, shift, offsets, user, ts)
     n_valid = 0
     for j in range(history):
         idx = max(last - j, 0)
@@ -376,7 +381,7 @@ def process_rewards_rows(paths, users, days, ts, allowed, use_allowed, trie, eli
     """``Simulator.process_rewards``: (B, K, L-1) ``out`` for (B, K, L) paths."""
     child, start, end, order = trie
     _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
-    (s_code, s_shift, s_item, _), ad_codes, alphas, history = proc
+    successes, ad_codes, alphas, history = proc
     width, n_days = child.shape[1], exhausted.shape[0]
     popularity, legal, buf = np.empty(width), np.empty(width, np.bool_), np.empty(width)
     bits = np.empty(target_bits.shape[1], np.int64)
@@ -389,7 +394,7 @@ def process_rewards_rows(paths, users, days, ts, allowed, use_allowed, trie, eli
             alpha = alphas[level]
             if alpha == 0.0:
                 continue
-            _popularity(u, ts[b], level, s_code, s_shift, s_item, ad_codes, history, popularity)
+            _popularity(u, ts[b], level, successes, ad_codes, history, popularity)
             for k in range(paths.shape[1]):
                 node = _walk(paths[b, k], level, child)
                 if use_allowed:
@@ -578,7 +583,7 @@ def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards,
     """
     child, start, end, order = trie
     _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
-    (s_code, s_shift, s_item, _), ad_codes, alphas, history = proc
+    successes, ad_codes, alphas, history = proc
     req_user, req_day, req_ts, _ = requests
     table_row, prefix, level, obs_level, node, mask, done = state
     width, depth, n_days = mask.shape[1], prefix.shape[1], exhausted.shape[0]
@@ -612,7 +617,7 @@ def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards,
         if process_rewards:
             value = 0.0
             if alphas[d] != 0.0:
-                _popularity(u, ts, d, s_code, s_shift, s_item, ad_codes, history, popularity)
+                _popularity(u, ts, d, successes, ad_codes, history, popularity)
                 value = _process_reward(popularity, mask[r], a, alphas[d], buf)
             reward[r] = value * process_scale
         _static_bits(u, day, combo, target_bits, created_bits, created_lo, bits)

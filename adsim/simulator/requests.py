@@ -150,6 +150,6 @@ class RequestStream:
             raise ValueError(f"arr_ratio must be in [0, 1], got {arr_ratio}")
         synthetic = rng.random(n) < arr_ratio
         rows = rng.integers(0, len(self), size=n)
-        if synthetic.any():
+        if arr_ratio > 0 and synthetic.any():
             rows[synthetic] = len(self) + rng.integers(0, len(self.synthetic["request_id"]), size=int(synthetic.sum()))
         return rows
