@@ -170,6 +170,20 @@ def _last_before(code, shift, group, ts):
 
 
 @njit(cache=True)
+def _last_in(code, lo, hi, shift, group, ts):
+    """``_last_before`` searching only code[lo:hi], a range known to hold all of the group's events."""
+    value = (group << shift) | min(max(ts, 0), (1 << shift) - 1)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if code[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = lo - 1
+    return i if (code[i] >> shift) == group else 0
+
+
+@njit(cache=True)
 def _run(code, shift, group, last, size):
     """How many of the ``size`` events up to ``last`` (newest first) belong to ``group`` (``EventIndex.window``)."""
     n = 0
@@ -180,11 +194,12 @@ def _run(code, shift, group, last, size):
 
 @njit(cache=True)
 def _request(t, user, ts, hour, device, placement, template, hist, weight, topic_sum, topic_count):
-    """One request: its columns into ``template`` (F,), its history vectors into the columns of ``hist`` (D, M).
+    """One request: its columns into ``template`` (F,), its history vectors into the rows of ``hist`` (M, D).
 
-    Columns of ``hist``: recent organic items [0, nr), clicked ads [nr, nr + nc), the long-term mean, the clicked
-    mean, then the topics present in the long window (their weights in ``weight``). Returns (nr, nc, nl, nt):
-    recent items, clicked ads, items in the long window, topics present. Sums of grid vectors are exact, so
+    Rows of ``hist``: recent organic items [0, nr), clicked ads [nr, nr + nc), the long-term mean, the clicked
+    mean, then the topics present in the long window (their weights in ``weight``); ``topic_count`` must come in
+    zeroed and is left so. Returns (nr, nc, nl, nt, lo, hi): recent items, clicked ads, items in the long window,
+    topics present, and the index range of the user's impressions. Sums of grid vectors are exact, so
     they are taken in whatever order suits the loops (see ``reward_models.exact``).
     """
     # struct fields once into locals: every access of a field inside a loop would cost a reference count
@@ -209,31 +224,33 @@ def _request(t, user, ts, hour, device, placement, template, hist, weight, topic
     last_click = _last_before(click_code, shift, user, ts)
     nc = _run(click_code, shift, user, last_click, t.click_window)
     c_long = nr + nc
-    hist[:, c_long: c_long + 2] = 0.0
-    topic_sum[:, :] = 0.0
-    topic_count[:] = 0
+    long_sum, click_sum = hist[c_long], hist[c_long + 1]
+    long_sum[:] = 0.0
+    click_sum[:] = 0.0
     for m in range(max(nr, nl)):
         item = organic_item[last - m]
-        topic = organic_topic[item]
+        if m < nr:
+            for d in range(dim):
+                hist[m, d] = organic_emb[item, d]
         if m < nl:
+            topic = organic_topic[item]
+            if topic_count[topic] == 0:
+                topic_sum[topic, :] = 0.0
             topic_count[topic] += 1
-        for d in range(dim):
-            e = np.float64(organic_emb[item, d])
-            if m < nr:
-                hist[d, m] = e
-            if m < nl:
-                hist[d, c_long] += e
+            for d in range(dim):
+                e = np.float64(organic_emb[item, d])
+                long_sum[d] += e
                 topic_sum[topic, d] += e
     for c in range(nc):
         item = click_item[last_click - c]
         for d in range(dim):
             e = np.float64(ad_emb[item, d])
-            hist[d, nr + c] = e
-            hist[d, c_long + 1] += e
+            hist[nr + c, d] = e
+            click_sum[d] += e
     # means on the grid (features._mean_on_grid): one rounding of the exact sum
     for d in range(dim):
-        hist[d, c_long] = grid(hist[d, c_long] / max(nl, 1))
-        hist[d, c_long + 1] = grid(hist[d, c_long + 1] / max(nc, 1))
+        long_sum[d] = grid(long_sum[d] / max(nl, 1))
+        click_sum[d] = grid(click_sum[d] / max(nc, 1))
 
     # topic interests: unit mean of each topic's items in the long window, on the grid (features._topic_interests)
     nt = 0
@@ -241,17 +258,21 @@ def _request(t, user, ts, hour, device, placement, template, hist, weight, topic
         count = topic_count[topic]
         if count == 0:
             continue
+        topic_count[topic] = 0  # left zeroed for the next request
         norm2 = 0.0
+        mean = topic_sum[topic]
         for d in range(dim):
-            mean = grid(topic_sum[topic, d] / count)
-            topic_sum[topic, d] = mean
-            norm2 += mean * mean  # exact: squares of grid values of size <= 1
+            mean[d] = grid(mean[d] / count)
+            norm2 += mean[d] * mean[d]  # exact: squares of grid values of size <= 1
         norm = max(math.sqrt(norm2), 1e-12)
+        unit = hist[c_long + 2 + nt]
         for d in range(dim):
-            hist[d, c_long + 2 + nt] = grid(topic_sum[topic, d] / norm)
+            unit[d] = grid(mean[d] / norm)
         weight[nt] = count / max(nl, 1)
         nt += 1
-    return nr, nc, nl, nt
+    # the user's impressions: the same index range in every user x key index (each sorts by user first) as here
+    first = np.searchsorted(t.outcome_code, user << shift)
+    return nr, nc, nl, nt, first, np.searchsorted(t.outcome_code, (user + 1) << shift)
 
 
 @njit(cache=True)
@@ -271,10 +292,21 @@ def _pool(cos, weight, lo, n, uniform, temperature):
     return top, top + math.log(max(num / max(den, 1e-12), 1e-30)) / temperature
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _dots(a, hist, m, acc):
+    """acc[j] = a . hist[j] for j < m. Exact in float64 (grid values, see ``reward_models.exact``), so the order of
+    the sum is free: ``reassoc`` lets it run in SIMD lanes without changing a bit."""
+    for j in range(m):
+        total = 0.0
+        for d in range(a.shape[0]):
+            total += np.float64(a[d]) * hist[j, d]
+        acc[j] = total
+
+
 @njit(cache=True)
 def _pair(t, template, hist, weight, sizes, acc, ad, user, ts, day, position, row):
     """The features of (request, ad) into ``row`` (F,): the request's ``template`` plus the pair's own columns."""
-    nr, nc, nl, nt = sizes
+    nr, nc, nl, nt, lo, hi = sizes
     ad_emb, col_static, ad_static, ad_entity = t.ad_emb, t.col_static, t.ad_static, t.ad_entity
     rates, rates_offset, rates_width, col_stats = t.rates, t.rates_offset, t.rates_width, t.col_stats
     key_code, key_cum, key_n, key_kind, col_user_keys = t.key_code, t.key_cum, t.key_n, t.key_kind, t.col_user_keys
@@ -288,19 +320,13 @@ def _pair(t, template, hist, weight, sizes, acc, ad, user, ts, day, position, ro
             row[col_stats[kind, s]] = rates[at + s]
     for key in range(key_n.shape[0]):
         group = user * key_n[key] + ad_entity[key_kind[key], ad]
-        i = _last_before(key_code[key], t.shift, group, ts)
+        i = _last_in(key_code[key], lo, hi, t.shift, group, ts)
         row[col_user_keys[key, 0]] = key_cum[key, i, 0]
         row[col_user_keys[key, 1]] = key_cum[key, i, 1]
 
-    # cosines with every history vector: exact in float64 (grid values), so the loop order is free; across
-    # vectors for SIMD
+    # cosines with every history vector
     c_long = nr + nc
-    m = c_long + 2 + nt
-    acc[:m] = 0.0
-    for k in range(ad_emb.shape[1]):
-        a = np.float64(ad_emb[ad, k])
-        for j in range(m):
-            acc[j] += a * hist[k, j]
+    _dots(ad_emb[ad], hist, c_long + 2 + nt, acc)
     col, temperature = t.col_pair, t.temperature
     row[col[0]] = position
     row[col[1]] = day - t.created_day[ad]
@@ -315,8 +341,8 @@ def _pair(t, template, hist, weight, sizes, acc, ad, user, ts, day, position, ro
 def _scratch(t):
     dim = t.ad_emb.shape[1]
     width = t.recent_window + t.click_window + 2 + t.n_topics
-    return (np.empty(t.n_features, np.float32), np.empty((dim, width)), np.empty(t.n_topics), np.empty(width),
-            np.empty((t.n_topics, dim)), np.empty(t.n_topics, np.int64))
+    return (np.empty(t.n_features, np.float32), np.empty((width, dim)), np.empty(t.n_topics), np.empty(width),
+            np.empty((t.n_topics, dim)), np.zeros(t.n_topics, np.int64))
 
 
 @njit(cache=True)
@@ -360,7 +386,7 @@ def _build(t, req, ad, position):
     b_n, k_n = ad.shape
     out = np.empty((b_n * k_n, t.n_features), np.float32)
     template, hist, weight, acc, topic_sum, topic_count = _scratch(t)
-    sizes = (0, 0, 0, 0)
+    sizes = (0, 0, 0, 0, 0, 0)
     for b in range(b_n):
         user, ts = req[0, b], req[1, b]
         if b == 0 or user != req[0, b - 1] or ts != req[1, b - 1]:
@@ -410,7 +436,7 @@ def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, u
     rows = np.empty((min(BLOCK, b_n * k_n), t.n_features), np.float32)
     pair = np.empty(rows.shape[0], np.int64)
     raw_ctr, raw_cvr = np.empty(rows.shape[0]), np.empty(rows.shape[0])
-    sizes = (0, 0, 0, 0)
+    sizes = (0, 0, 0, 0, 0, 0)
     n = 0
     for b in range(b_n):
         user, ts = req[0, b], req[1, b]
