@@ -9,8 +9,9 @@ process), and each pair costs only what is truly its own:
   (``FeatureBuilder.rate_tables``); the ad's static columns as one float32 row per ad;
 - per request, computed once for a run of consecutive rows with the same (user, ts): context, profile, the
   user's counts so far and the history vectors (recent organic items, clicked ads, their means, topic interests);
-- per pair: the ad's row of the tables for the request's day, user x key counts (a binary search each), and the
-  cosines between the ad and the request's history vectors (exact, see ``reward_models.exact``) with their pools.
+- per pair: the ad's rows of the tables for the request's day, user x key counts (a binary search each, within
+  the user's own impressions), and the cosines between the ad and the request's history vectors (exact, see
+  ``reward_models.exact``) with their pools.
 
 The numbers are the reference's bit for bit (``tests/reward_models/test_compiled.py``): the same float32 rate
 arithmetic, the same grid vectors, the same summation orders, the same exp and log. The fused ``score`` never

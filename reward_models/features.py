@@ -12,6 +12,11 @@ Leakage: every history feature of a request at time t counts only events strictl
 t's day (day tables), so a training row never sees its own label, and the same code serves training,
 evaluation and simulation (a request after the logs sees the whole log).
 
+Batch invariance: a pair's features never depend on the other pairs of its batch. Embeddings and history vectors
+live on an exact grid, so every cosine is exact in float64 whatever the matmul's blocking; the few sums that cannot
+be exact run in a fixed order (``reward_models.exact``). ``reward_models.compiled`` computes the same numbers bit
+for bit in numba kernels; this module is the plain reference.
+
 Ad keys: the ad's industry and, when semantic IDs are given, each SID prefix (level 1 = first code, level 2 =
 first two codes, ...). Per key: the key's global CTR/CVR so far, and how often this user saw and clicked ads of
 that key so far. They let a never-shown ad borrow the history of its neighbours.
