@@ -122,14 +122,14 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset(seeds=(0, 1), n_embd=16, mtp_steps=20, vaft_steps=10, batch_size=32, iterations=3,
+    "smoke": Preset(seeds=(0, 1), n_embd=16, mtp_steps=10, vaft_steps=5, batch_size=32, iterations=3,
                     critic_warmup=1, requests_per_iter=4, candidates=4, lrs=(1e-3,),
-                    methods=("+DPO", "+HEPO", "+GRPO", "HEPO cold critic"), tune_requests=30, eval_requests=30,
+                    methods=("+DPO", "+HEPO", "+GRPO", "HEPO cold critic"), tune_requests=20, eval_requests=20,
                     eval_k=4),
     "quick": Preset(),
-    "standard": Preset(scenario="small", seeds=(0, 1, 2, 3, 4), n_embd=64, mtp_steps=400, vaft_steps=150,
-                       batch_size=128, iterations=80, critic_warmup=12, requests_per_iter=32, candidates=16,
-                       tune_requests=400, eval_requests=500, eval_k=16),
+    "standard": Preset(scenario="small", seeds=(0, 1, 2, 3, 4), n_embd=48, mtp_steps=300, vaft_steps=100,
+                       batch_size=128, iterations=60, critic_warmup=10, requests_per_iter=16, candidates=16,
+                       tune_requests=300, eval_requests=400, eval_k=16),
 }
 
 
