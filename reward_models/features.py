@@ -24,6 +24,7 @@ that key so far. They let a never-shown ad borrow the history of its neighbours.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ import pandas as pd
 from adsim.data import Scenario
 from adsim.errors import AdSimDataError
 from adsim.simulator.history import EventIndex
-from reward_models import exact
+from reward_models import exact, shared_arrays
 from reward_models.exact import on_grid
 from reward_models.protocol import FeatureMatrix, FeatureSpec
 from reward_models.value import AdPrices
@@ -230,6 +231,36 @@ class FeatureBuilder:
         self.specs = self._specs()
         self.derived: dict[str, object] = {}
         """Tables other modules derive from this builder once (``reward_models.compiled``), kept with it."""
+        self._share(scenario)
+
+    def _share(self, scenario: Scenario) -> None:
+        """The large indexes as memory maps shared with every other process on this bundle
+        (``reward_models.shared_arrays``; the values are unchanged), when the scenario is a bundle with checksums."""
+        files = (getattr(scenario, "manifest", None) or {}).get("files")
+        if not files:
+            return
+        indexes = {"outcomes": self.user_outcomes, "clicks": self.clicks, "organic": self.organic,
+                   **{f"key{j}": key.user_stats for j, key in enumerate(self.keys)}}
+        arrays = {"requests": self.request_matrix, "key_code": self.key_code, "key_cum": self.key_cum}
+        for name, index in indexes.items():
+            arrays |= {f"{name}_ts": index.ts, **{f"{name}_{k}": v for k, v in index.payload.items()}}
+            if not name.startswith("key"):
+                arrays |= {f"{name}_code": index.code, f"{name}_cum": index.cum}
+        key = shared_arrays.cache_key(
+            {"files": {k: v for k, v in files.items() if k.startswith(("tables/", "arrays/"))},
+             "config": dataclasses.asdict(self.config)},
+            {"sid_codes": self.sid_codes if self.sid_codes is not None else np.zeros(0, np.int64)})
+        shared = shared_arrays.share(arrays, key)
+        self.request_matrix = shared["requests"]
+        self.requests = dict(zip(REQUEST_COLUMNS, self.request_matrix, strict=True))
+        self.key_code, self.key_cum = shared["key_code"], shared["key_cum"]
+        for name, index in indexes.items():
+            index.ts = shared[f"{name}_ts"]
+            index.payload = {k: shared[f"{name}_{k}"] for k in index.payload}
+            if not name.startswith("key"):
+                index.code, index.cum = shared[f"{name}_code"], shared[f"{name}_cum"]
+        for j, key in enumerate(self.keys):
+            key.user_stats.code, key.user_stats.cum = self.key_code[j], self.key_cum[j]
 
     # ------------------------------------------------------------------------------------------- specs
     def _specs(self) -> tuple[FeatureSpec, ...]:
