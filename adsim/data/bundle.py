@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from adsim.data import cache
+from adsim.data.cache import sha256
 from adsim.data.integrity import (
     check_array,
     check_config,
@@ -74,14 +75,6 @@ def table_path(root: Path, name: str) -> Path:
 
 def array_path(root: Path, name: str) -> Path:
     return root / "arrays" / f"{name}.npy"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _to_arrow(name: str, df: pd.DataFrame) -> pa.Table:

@@ -43,7 +43,8 @@ STALE_TMP_S = 3600
 """Temporary copies older than this were left by a killed process and are removed."""
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """sha256 of a file, read in 4 MB blocks (the bundle's checksums use it too)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -98,7 +99,7 @@ def _problem(source: Path, digest: str, depth: Depth) -> str | None:
         return f"it is not a readable Arrow file ({e})"
     if table.num_rows != rows or not table.schema.equals(schema, check_metadata=False):
         return "its schema or row count differs from the Parquet file's"
-    if depth in ("digest", "content") and _sha256(arrow) != meta.get("arrow_sha256"):
+    if depth in ("digest", "content") and sha256(arrow) != meta.get("arrow_sha256"):
         return "its sha256 differs from the one recorded when it was derived (modified or replaced)"
     if depth == "content" and not table.equals(_decode(source)):
         return "its content differs from the Parquet file's"
@@ -117,7 +118,7 @@ def _build(source: Path, digest: str) -> None:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         meta = {"format": CACHE_FORMAT, "source_sha256": digest, "source_size": size, "rows": rows,
-                "arrow_size": tmp.stat().st_size, "arrow_sha256": _sha256(tmp)}
+                "arrow_size": tmp.stat().st_size, "arrow_sha256": sha256(tmp)}
         tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, arrow)  # the copy first: a reader never finds a sidecar describing a copy not there yet
         os.replace(tmp_meta, sidecar)

@@ -67,7 +67,7 @@ def _substitute_with_sidecar(bundle):
     _substitute_bids(bundle)
     arrow, sidecar = _copy_paths(bundle)
     meta = json.loads(sidecar.read_text())
-    meta["arrow_sha256"] = cache._sha256(arrow)
+    meta["arrow_sha256"] = cache.sha256(arrow)
     sidecar.write_text(json.dumps(meta))
 
 

@@ -27,8 +27,8 @@ def test_scenario_with_a_broken_manifest(tmp_path):
 
 
 def test_preset_with_a_negative_seed_names_the_option(private_cache):
-    with refused(private_cache.parent, AdSimOptionError, "option seed:"):
-        AdSimEnv(scenario="tiny", seed=-1)
+    with refused(private_cache.parent, AdSimOptionError, "option world_seed:"):
+        AdSimEnv(scenario="tiny", world_seed=-1)
 
 
 @pytest.fixture(params=["reference", "compiled"])
