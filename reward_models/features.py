@@ -382,14 +382,14 @@ class FeatureBuilder:
         user, ts = key >> 32, key & ((1 << 32) - 1)
         last_organic = self.organic.last_before(user, ts)
         idx, valid = self.organic.window(user, last_organic, max(cfg.long_window, cfg.recent_window))
-        emb = self.organic_emb[self.organic.payload["item"][idx]].astype(np.float64)  # (U, M, D) newest first
+        emb = self.organic_emb[self.organic.payload["item"][idx]]  # (U, M, D) float32 grid values, newest first
         clicked_idx, clicked_valid = self.clicks.window(user, self.clicks.last_before(user, ts), cfg.click_window)
         clicked = self.ad_emb[self.clicks.payload["item"][clicked_idx]].astype(np.float64)  # (U, C, D)
         long, long_valid = emb[:, : cfg.long_window], valid[:, : cfg.long_window]
         return {
             "outcomes": self.user_outcomes.counts_before(user, ts),
             "organic": self.organic.cum[last_organic, 0],
-            "recent": emb[:, : cfg.recent_window],
+            "recent": emb[:, : cfg.recent_window].astype(np.float64),
             "recent_valid": valid[:, : cfg.recent_window],
             "long_mean": _mean_on_grid(long, long_valid),
             **self._topic_interests(long, idx[:, : cfg.long_window], long_valid),
@@ -403,15 +403,26 @@ class FeatureBuilder:
         window's items of that topic and the topic's share of the window. (U, T, D) and (U, T).
 
         The unit vector is taken of the mean put on the grid, whose squared norm is then exact (see
-        ``reward_models.exact``); topics absent from the window get the zero vector and weight 0.
+        ``reward_models.exact``); topics absent from the window get the zero vector and weight 0. Only the
+        (user, topic) cells present are computed.
         """
+        n_users, n_topics, dim = len(valid), self.n_topics, emb.shape[-1]
         topic = self.organic_topic[self.organic.payload["item"][idx]]  # (U, M)
-        member = (topic[:, :, None] == np.arange(self.n_topics)) & valid[:, :, None]  # (U, M, T)
-        sums = np.matmul(member.transpose(0, 2, 1).astype(np.float64), emb)  # (U, T, D), exact
-        counts = member.sum(axis=1)
-        mean = on_grid(sums / np.maximum(counts, 1)[:, :, None])
-        norm = np.sqrt((mean * mean).sum(axis=-1, keepdims=True))  # exact sum of grid squares
-        return {"topic_mean": on_grid(mean / np.maximum(norm, 1e-12)),
+        cell = (np.arange(n_users)[:, None] * n_topics + topic)[valid]  # (user, topic) of each valid item
+        order = np.argsort(cell, kind="stable")
+        cell = cell[order]
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]]) if len(cell) else np.zeros(0, np.int64)
+        counts = np.zeros(n_users * n_topics, np.int64)
+        counts[cell[starts]] = np.diff(np.r_[starts, len(cell)])
+        topic_mean = np.zeros((n_users * n_topics, dim))
+        if len(cell):
+            rows = np.ascontiguousarray(emb[valid][order].T)  # (D, n): reduceat runs fastest along rows
+            sums = np.add.reduceat(rows, starts, axis=1, dtype=np.float64).T  # exact
+            mean = on_grid(sums / counts[cell[starts]][:, None])
+            norm = np.sqrt((mean * mean).sum(axis=-1, keepdims=True))  # exact sum of grid squares
+            topic_mean[cell[starts]] = on_grid(mean / np.maximum(norm, 1e-12))
+        counts = counts.reshape(n_users, n_topics)
+        return {"topic_mean": topic_mean.reshape(n_users, n_topics, dim),
                 "topic_weight": counts / np.maximum(counts.sum(1, keepdims=True), 1)}
 
     def build_rows(self, request_ids: np.ndarray, ad_ids: np.ndarray, position: np.ndarray | int = 0,
@@ -443,7 +454,7 @@ def _mean_on_grid(emb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     The sum of grid vectors is exact in any order; the division is one rounding, the same in the kernels.
     """
     n = valid.sum(axis=1)[:, None]
-    total = np.where(valid[:, :, None], emb, 0.0).sum(axis=1)
+    total = np.where(valid[:, :, None], emb, 0).sum(axis=1, dtype=np.float64)
     return np.where(n > 0, on_grid(total / np.maximum(n, 1)), np.nan)
 
 
@@ -458,14 +469,17 @@ def _pool(cos: np.ndarray, weight: np.ndarray, temperature: float) -> tuple[np.n
     """Max and weighted soft-max of (B, K, M) cosines over items with weight (B, M) > 0; NaN where none.
 
     The soft-max is log(sum_m w_m exp(T cos_m) / sum_m w_m) / T: near the best match among heavily weighted items,
-    the form of the world's own interest match. Sums run in item order (``np.cumsum`` is sequential), exp and
+    the form of the world's own interest match. Sums run in item order, exp and
     log are ``reward_models.exact``'s: the kernels compute the same numbers.
     """
     weight = np.broadcast_to(weight.astype(np.float64)[:, None, :], cos.shape)
     top = np.where(weight > 0, cos, -np.inf).max(axis=-1)  # (B, K)
     has = np.isfinite(top)
     top = np.where(has, top, 0.0)
-    terms = weight * exact.exp(temperature * (cos - top[..., None]))
+    terms = np.zeros(cos.shape)  # weight x exp, 0 where the weight is (the kernels skip those items)
+    use = weight > 0
+    terms[use] = weight[use] * exact.exp(temperature * (cos - top[..., None])[use])
+    # in item order, as the kernels add (numpy's accumulate is sequential, its sum is not)
     mean_exp = np.cumsum(terms, axis=-1)[..., -1] / np.maximum(np.cumsum(weight, axis=-1)[..., -1], 1e-12)
     soft = top + exact.log(np.maximum(mean_exp, 1e-30)) / temperature
     return np.where(has, top, np.nan), np.where(has, soft, np.nan)

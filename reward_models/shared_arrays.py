@@ -79,7 +79,8 @@ def _same(mapped: np.ndarray | None, values: np.ndarray) -> bool:
 
 def _open(path: Path) -> np.ndarray | None:
     try:
-        # copy-on-write: the pages stay shared (nothing writes them), and numba types the arrays as writable
-        return np.load(path, mmap_mode="c", allow_pickle=False)
+        # copy-on-write: the pages stay shared (nothing writes them), and numba types the arrays as writable; a
+        # plain ndarray view, as np.memmap's Python-level indexing would slow every gather
+        return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
     except (OSError, ValueError):
         return None
