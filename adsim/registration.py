@@ -7,13 +7,18 @@ so ``gym.make("AdSim-v0")`` and ``gym.make("adsim:AdSim-v0")`` both work and a b
 from __future__ import annotations
 
 ENV_ID = "AdSim-v0"
+FLAT_ENV_ID = "AdSimFlat-v0"
+"""AdSim-v0 with ``Dict{"observations": Box, "action_mask": Box}`` observations (``envs.flat``), for RLlib's
+masking example module and other flat-observation clients."""
 
 
 def register_envs() -> None:
-    """Idempotent. Enables ``gym.make("AdSim-v0")`` and
+    """Idempotent. Enables ``gym.make("AdSim-v0")``, ``gym.make("AdSimFlat-v0")`` and
     ``gym.make_vec("AdSim-v0", num_envs, vectorization_mode="vector_entry_point")``."""
     import gymnasium as gym
 
     if ENV_ID not in gym.registry:
         gym.register(id=ENV_ID, entry_point="envs.adsim_env:AdSimEnv",
                      vector_entry_point="envs.vector_env:AdSimVectorEnv", disable_env_checker=False)
+    if FLAT_ENV_ID not in gym.registry:
+        gym.register(id=FLAT_ENV_ID, entry_point="envs.flat:AdSimFlatEnv", disable_env_checker=False)

@@ -36,7 +36,7 @@ from benchmarks.report import write_report
 MEMORY_PROBE = """
 import json, sys, psutil, numpy as np
 from envs.adsim_env import AdSimEnv
-env = AdSimEnv(scenario=sys.argv[1], seed=int(sys.argv[2]))
+env = AdSimEnv(scenario=sys.argv[1], world_seed=int(sys.argv[2]))
 obs, _ = env.reset(seed=0)
 for _ in range(300):
     obs, r, done, _, _ = env.step(int(np.flatnonzero(obs["action_mask"])[0]))
@@ -147,7 +147,7 @@ def single_env(cfg: Config) -> list[dict]:
 
     sides = {"CartPole-v1": cart_step}
     for backend in ("compiled", "reference"):
-        env = gym.make("AdSim-v0", scenario=cfg.scenario, seed=cfg.seed, backend=backend)
+        env = gym.make("AdSim-v0", scenario=cfg.scenario, world_seed=cfg.seed, backend=backend)
         sides[f"AdSim-v0 {backend}"] = _single_stepper(env, Uniforms(cfg.seed))
     rates = interleaved(sides, cfg)
     return [{"env": name, "steps_per_s": round(float(np.median(r))),
@@ -170,7 +170,7 @@ def vector_envs(cfg: Config) -> list[dict]:
     from envs.vector_env import AdSimVectorEnv
 
     rows = []
-    kwargs = {"scenario": cfg.scenario, "seed": cfg.seed}
+    kwargs = {"scenario": cfg.scenario, "world_seed": cfg.seed}
     for n in cfg.vector_sizes:
         sides = {
             "native compiled": AdSimVectorEnv(n, backend="compiled", **kwargs),

@@ -74,7 +74,8 @@ class Config:
 
 def env_config_of(config: Config) -> dict:
     path = Path(config.scenario).expanduser()
-    env_config = {"scenario": str(path.resolve()) if path.exists() else config.scenario, "seed": config.seed}
+    env_config = {"scenario": str(path.resolve()) if path.exists() else config.scenario,
+                  "world_seed": config.seed}
     if config.scorer_factory:
         env_config["scorer_factory"] = config.scorer_factory
     return env_config

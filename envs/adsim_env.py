@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from adsim.errors import AdSimStateError
+from adsim.errors import AdSimOptionError, AdSimStateError
 from envs.context import SimulatorContext, open_context
 from envs.episodes import episode_batch
-from envs.options import EnvOptions, IllegalAction
+from envs.options import EnvOptions, IllegalAction, env_options
 from envs.state import check_rng
 
 __all__ = ["AdSimEnv", "EnvOptions", "IllegalAction"]
@@ -52,25 +52,43 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     Terminates after L steps (one ad resolved) or on an illegal action. Never truncates.
 
     ## Arguments
-    `scenario` (bundle path or preset, default "small"), `seed` (preset seed), `split`, `arr_ratio`,
-    `process_rewards`, `process_alphas`, `reward` ("final_value" or "ecpm"), `reward_scale` (default: 1 / mean
-    final_value of the logged ads, so returns are O(1)), `reward_source` ("model" or "truth": the world's true
-    pCTR/pCVR, for measuring the sim-to-real gap), `illegal_action` ("terminate" or "raise"), `illegal_penalty`,
-    `backend` ("compiled", the default: numba kernels; "reference": the numpy definition, the same episodes).
-    `info` carries ad_id, pctr, pcvr, ecpm, final_value, request_id, is_synthetic, illegal_action.
+    * `scenario`: bundle path or preset name (default "small"; a preset is built and cached on first use).
+    * `world_seed`: the seed of a preset's world (default 0). Episodes are seeded by `reset(seed=...)`;
+      `seed=` at construction is refused, since Gymnasium users would expect it to seed episodes.
+    * `split`: "train", "valid" or "test". `arr_ratio`: share of synthetic (ARR) requests, in [0, 1].
+    * `process_rewards`, `process_alphas` (finite, >= 0): HEPO's process rewards.
+    * `reward`: "final_value" or "ecpm". `reward_scale` (> 0; default: 1 / mean final_value of the logged ads,
+      so returns are O(1)). `reward_source`: "model" or "truth" (the world's true pCTR/pCVR, for measuring the
+      sim-to-real gap; imported logs have no truth).
+    * `illegal_action`: "terminate" or "raise"; `illegal_penalty`.
+    * `backend`: "compiled" (default: numba kernels) or "reference" (the numpy definition, the same episodes).
+    * `render_mode`: None or "ansi" (request, user, legal codes per level, chosen path, ad, reward parts).
+
+    Every option is checked at construction: a bad value is an `AdSimOptionError` naming it. `info` carries
+    ad_id, pctr, pcvr, ecpm, final_value, request_id, is_synthetic, illegal_action. `action_masks()` returns the
+    current legal mask as booleans (sb3-contrib's MaskablePPO); `envs.flat` gives the
+    `Dict{"observations": Box, "action_mask": Box}` view RLlib's masking example module needs (`AdSimFlat-v0`).
 
     ## Version History
     * v0: initial version.
+    * v0 (2026-12, same id): `seed` renamed `world_seed`; options validated at construction; `action_masks()`;
+      an informative `ansi` render and `render_fps`. Simulator (generator v4): reward models sized to the data
+      with a quality gate, SID levels that are real choices, ARR without look-ahead, oCPC pricing and a
+      per-impression conversion bonus. Returns are not comparable with earlier v0 bundles.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, context: SimulatorContext | None = None, **kwargs: Any):
-        self.options = EnvOptions(**kwargs)
-        if self.options.illegal_action not in ("terminate", "raise"):
-            raise ValueError(f"illegal_action must be 'terminate' or 'raise', got {self.options.illegal_action!r}")
+        self.options = env_options(kwargs)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise AdSimOptionError(f"must be None or one of {self.metadata['render_modes']}, got {render_mode!r}",
+                                   option="render_mode")
         o = self.options
-        self.ctx = context or open_context(o.scenario, o.seed, o.split, o.process_alphas)
+        self.ctx = context or open_context(o.scenario, o.world_seed, o.split, o.process_alphas)
+        if self.ctx.simulator.scorers.get(o.reward_source) is None:
+            raise AdSimOptionError(f"this scenario ({o.scenario}) has no {o.reward_source!r} scorer (imported logs "
+                                   "have no ground truth); use reward_source='model'", option="reward_source")
         self.render_mode = render_mode
         sim = self.ctx.simulator
         self.depth, self.width = sim.depth, sim.trie.width
@@ -87,6 +105,8 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "action_mask": spaces.Box(0, 1, (self.width,), np.int8),
         })
         self.episodes = episode_batch(self.ctx, self.options, 1)
+        self._trail: dict[str, Any] | None = None
+        """What ``render`` shows: the legal masks of the levels reached, the last info and reward."""
 
     # ------------------------------------------------------------------------------------------ state
     def get_state(self) -> dict:
@@ -108,7 +128,9 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.episodes.restart(_ROW, self.np_random)
-        return self.episodes.observation_one(), self._request_info()
+        obs, info = self.episodes.observation_one(), self._request_info()
+        self._trail = {"legal": [obs["action_mask"]], "info": info}
+        return obs, info
 
     def step(self, action):
         if self.episodes.done[0]:
@@ -125,12 +147,22 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         info["illegal_action"] = illegal
         if parts is not None:
             info.update(parts)
-        return self.episodes.observation_one(), reward, terminated, False, info
+        obs = self.episodes.observation_one()
+        if not terminated:
+            self._trail["legal"].append(obs["action_mask"])
+        self._trail["info"], self._trail["reward"] = info, reward
+        return obs, reward, terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """(W,) bool: the codes legal now (all False once the episode ended). For sb3-contrib's MaskablePPO."""
+        return self.episodes.mask[0].astype(bool)
 
     def render(self):
-        if self.render_mode == "ansi":
-            return f"request {self._request_info()['request_id']} prefix {self.episodes.prefix[0].tolist()}"
-        return None
+        if self.render_mode != "ansi":
+            return None
+        if self._trail is None:
+            return "no episode yet: call reset()"
+        return render_ansi(self.episodes.requests, self.episodes.prefix[0], self._trail, bool(self.episodes.done[0]))
 
     def _request_info(self) -> dict[str, Any]:
         request_id, synthetic = self.episodes.request_info()
@@ -138,3 +170,25 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def _obs(self) -> dict[str, np.ndarray]:
         return self.episodes.observation_one()
+
+
+def render_ansi(request: dict[str, np.ndarray], prefix: np.ndarray, trail: dict[str, Any], done: bool) -> str:
+    """The episode so far in words: request, user, the legal codes at each level reached, the chosen path and,
+    once it ended, the resolved ad and the reward's parts."""
+    info = trail["info"]
+    synthetic = " (synthetic, ARR)" if info.get("is_synthetic") else ""
+    lines = [f"request {info['request_id']}{synthetic}: user {int(request['user_id'][0])}, day "
+             f"{int(request['day'][0])} hour {int(request['hour'][0])}, device {int(request['device'][0])}, "
+             f"placement {int(request['placement'][0])}"]
+    for level, legal in enumerate(trail["legal"]):
+        codes = np.flatnonzero(legal)
+        shown = ", ".join(str(c) for c in codes[:12]) + (f", ... ({len(codes)} legal)" if len(codes) > 12 else "")
+        chosen = f" -> chose {int(prefix[level])}" if level < len(prefix) and prefix[level] >= 0 else ""
+        lines.append(f"  level {level}: legal [{shown}]{chosen}")
+    lines.append(f"  path {prefix.tolist()}")
+    if done and info.get("illegal_action"):
+        lines.append(f"  illegal action: episode ended, reward {trail.get('reward', 0.0):.4g}")
+    elif done and "ad_id" in info:
+        lines.append(f"  ad {info['ad_id']}: pctr {info['pctr']:.4g}, pcvr {info['pcvr']:.4g}, ecpm "
+                     f"{info['ecpm']:.4g}, final_value {info['final_value']:.4g}; reward {trail['reward']:.4g}")
+    return "\n".join(lines)

@@ -5,18 +5,26 @@ The Gymnasium registration itself lives in ``adsim.registration`` (entry-point s
 
 from __future__ import annotations
 
-from adsim.registration import ENV_ID, register_envs
+from adsim.registration import ENV_ID, FLAT_ENV_ID, register_envs
 
-__all__ = ["ENV_ID", "register_envs", "register_rllib"]
+__all__ = ["ENV_ID", "FLAT_ENV_ID", "register_envs", "register_rllib"]
+
+
+def _create(env_config):
+    from envs.adsim_env import AdSimEnv
+
+    return AdSimEnv(**dict(env_config))
+
+
+def _create_flat(env_config):
+    from envs.flat import AdSimFlatEnv
+
+    return AdSimFlatEnv(**dict(env_config))
 
 
 def register_rllib() -> None:
-    """Make ``"AdSim-v0"`` known to Ray Tune / RLlib workers."""
+    """Make ``"AdSim-v0"`` and ``"AdSimFlat-v0"`` known to Ray Tune / RLlib workers."""
     from ray.tune.registry import register_env
 
-    def create(env_config):
-        from envs.adsim_env import AdSimEnv
-
-        return AdSimEnv(**dict(env_config))
-
-    register_env(ENV_ID, create)
+    register_env(ENV_ID, _create)
+    register_env(FLAT_ENV_ID, _create_flat)

@@ -8,9 +8,10 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.adsim_env import AdSimEnv, EnvOptions
+from envs.adsim_env import AdSimEnv
 from envs.context import SimulatorContext, open_context
 from envs.episodes import INFO_KEYS, episode_batch
+from envs.options import env_options
 
 
 class AdSimVectorEnv(VectorEnv):
@@ -23,9 +24,9 @@ class AdSimVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 16, context: SimulatorContext | None = None, **kwargs: Any):
-        self.options = EnvOptions(**kwargs)
+        self.options = env_options(kwargs)
         o = self.options
-        self.ctx = context or open_context(o.scenario, o.seed, o.split, o.process_alphas)
+        self.ctx = context or open_context(o.scenario, o.world_seed, o.split, o.process_alphas)
         self.single = AdSimEnv(context=self.ctx, **kwargs)
         self.num_envs = num_envs
         self.single_observation_space = self.single.observation_space
@@ -58,6 +59,10 @@ class AdSimVectorEnv(VectorEnv):
             info[key], info[f"_{key}"] = parts[key], terminated.copy()
         return (self.episodes.observation(), reward.astype(np.float64), terminated,
                 np.zeros(self.num_envs, dtype=bool), info)
+
+    def action_masks(self) -> np.ndarray:
+        """(num_envs, W) bool: each slot's legal codes now (all False in a slot that autoresets next step)."""
+        return self.episodes.mask.astype(bool)
 
     def _request_info(self) -> dict[str, np.ndarray]:
         on = np.ones(self.num_envs, dtype=bool)

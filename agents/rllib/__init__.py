@@ -16,6 +16,7 @@ _EXPORTS = {
     "ModulePolicy": "agents.rllib.policy",
     "SCORED_ENV_ID": "agents.rllib.env",
     "build_algo": "agents.rllib.config",
+    "check_config": "agents.rllib.config",
     "create_env": "agents.rllib.env",
     "load_module": "agents.rllib.policy",
     "module_spec": "agents.rllib.module",

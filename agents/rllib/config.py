@@ -9,6 +9,7 @@ from typing import Any
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig
 
+from adsim.errors import AdSimError
 from agents.rllib.callbacks import FinalValueCallback
 from agents.rllib.env import env_id_for, register_envs
 from agents.rllib.module import module_spec
@@ -71,15 +72,37 @@ def ppo_config(
     )
 
 
+NO_ENCODER_HINT = (
+    "AdSim-v0's observation is a Dict of user, context, history, prefix, level and action_mask, which RLlib's "
+    "default encoder does not take (and RLlib's FlattenObservations would drop the mask's meaning). Either use the "
+    "project's masked module: agents.rllib.ppo_config(env_config) (AdSimTorchRLModule), or the flat variant "
+    "'adsim:AdSimFlat-v0' (Dict{'observations': Box, 'action_mask': Box}) with RLlib's example module "
+    "ray.rllib.examples.rl_modules.classes.action_masking_rlm.ActionMaskingTorchRLModule."
+)
+
+
+def check_config(config: PPOConfig) -> None:
+    """Refuse, with the way out, an RLlib config that would meet AdSim-v0's Dict observation with RLlib's default
+    module (which fails deep in the catalog with "No default encoder config for obs space")."""
+    env = str(config.env or "")
+    if env.rpartition(":")[2] not in ("AdSim-v0", "AdSim-v0-scored"):
+        return
+    spec = config._rl_module_spec
+    if spec is None or getattr(spec, "module_class", None) is None:
+        raise AdSimError(f"env {env!r} with RLlib's default RLModule: {NO_ENCODER_HINT}")
+
+
 def build_algo(config: PPOConfig, logdir: str | Path) -> Algorithm:
     """``config.build_algo()`` with the Algorithm's log directory under ``logdir`` instead of ``~/ray_results``.
 
     Outside Tune, RLlib 2.60 always creates its Trainable log directory under the module constant
     ``ray.tune.trainable.trainable.DEFAULT_STORAGE_PATH`` and offers no argument for it; this points that constant
-    at ``logdir`` for the duration of the build (not thread-safe, like any such switch).
+    at ``logdir`` for the duration of the build (not thread-safe, like any such switch). A config RLlib's default
+    module cannot serve on AdSim-v0 is refused first (``check_config``).
     """
     import ray.tune.trainable.trainable as trainable
 
+    check_config(config)
     Path(logdir).mkdir(parents=True, exist_ok=True)
     saved = trainable.DEFAULT_STORAGE_PATH
     trainable.DEFAULT_STORAGE_PATH = str(Path(logdir).resolve())

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from envs.adsim_env import AdSimEnv, EnvOptions
+from envs.adsim_env import AdSimEnv
 from envs.context import SimulatorContext, open_context
+from envs.options import env_options
 from envs.registration import ENV_ID
 
 SCORED_ENV_ID = "AdSim-v0-scored"
@@ -39,17 +40,17 @@ def open_env_context(env_config: Mapping[str, Any]) -> tuple[SimulatorContext, d
     kwargs, factory = split_env_config(env_config)
     if isinstance(factory, str):
         factory = import_object(factory)
-    options = EnvOptions(**{k: v for k, v in kwargs.items() if k != "render_mode"})
+    options = env_options({k: v for k, v in kwargs.items() if k != "render_mode"})
     if factory is None:
-        return open_context(options.scenario, options.seed, options.split, options.process_alphas), kwargs
-    key = (str(options.scenario), options.seed, options.split, tuple(options.process_alphas),
+        return open_context(options.scenario, options.world_seed, options.split, options.process_alphas), kwargs
+    key = (str(options.scenario), options.world_seed, options.split, tuple(options.process_alphas),
            getattr(factory, "__module__", ""), getattr(factory, "__qualname__", repr(factory)))
     if key not in _FACTORY_CONTEXTS:
         from reward_models.pipeline import ensure_scenario
 
-        scorer = factory(ensure_scenario(options.scenario, seed=options.seed))
-        _FACTORY_CONTEXTS[key] = open_context(options.scenario, options.seed, options.split, options.process_alphas,
-                                              scorer=scorer, truth=scorer)
+        scorer = factory(ensure_scenario(options.scenario, seed=options.world_seed))
+        _FACTORY_CONTEXTS[key] = open_context(options.scenario, options.world_seed, options.split,
+                                              options.process_alphas, scorer=scorer, truth=scorer)
     return _FACTORY_CONTEXTS[key], kwargs
 
 

@@ -98,7 +98,7 @@ def test_illegal_actions_terminate_or_raise(env_fixture):
         strict.step(10**6)
     with pytest.raises(ValueError, match="not an integer"):
         strict.step(1.5)
-    with pytest.raises(ValueError, match="illegal_action must be"):
+    with pytest.raises(ValueError, match="option illegal_action: must be"):
         AdSimEnv(**env_fixture.kwargs(illegal_action="ignore"))
 
 
