@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,12 +37,24 @@ def _describe(args: argparse.Namespace) -> None:
     print(json.dumps(summarize(scenario), indent=2, default=str) if args.json else render(scenario))
 
 
+def bundle_path(bundle: str | Path, seed: int = 0) -> Path:
+    """A bundle directory as given, or, for a preset name that is no directory here, the preset's cached bundle
+    (built on first use): presets are accepted wherever a bundle is."""
+    from adsim.world.config import PRESETS
+
+    if str(bundle) in PRESETS and not Path(bundle).exists():
+        from reward_models.pipeline import ensure_scenario
+
+        return ensure_scenario(str(bundle), seed=seed, validate=False).path
+    return Path(bundle)
+
+
 def _validate(args: argparse.Namespace) -> None:
     from adsim.data.bundle import Scenario
     from adsim.sid.pipeline import bundle_sids
     from reward_models.model_files import check_bundle_models
 
-    scenario = Scenario(args.bundle, validate=False)
+    scenario = Scenario(bundle_path(args.bundle, args.seed), validate=False)
     scenario.validate(deep=True)
     checked = "manifest, checksums, tables, arrays, caches"
     if "sid" in scenario.manifest or (scenario.path / "sid").exists():
@@ -57,7 +70,7 @@ def _validate(args: argparse.Namespace) -> None:
 def _evaluate_rewards(args: argparse.Namespace) -> None:
     from reward_models.evaluation import evaluate_rewards
 
-    tables = evaluate_rewards(args.bundle, out_dir=args.out)
+    tables = evaluate_rewards(bundle_path(args.bundle, args.seed), out_dir=args.out)
     for name, table in tables.items():
         print(f"\n## {name}\n")
         print(table.to_markdown(index=False, floatfmt=".4g"))
@@ -66,7 +79,19 @@ def _evaluate_rewards(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     import benchmarks
 
+    if args.name is None:
+        print(catalogue_text())
+        return
     benchmarks.run(args.name, args.args)
+
+
+def catalogue_text() -> str:
+    """``adsim bench`` without a name: every benchmark, its typical duration and what it measures, one line each."""
+    width = max(map(len, CATALOGUE))
+    during = max(len(b.duration) for b in CATALOGUE.values())
+    lines = ["benchmarks (adsim bench NAME [ARGS...]; NAME --help for its options; durations on 2 cores):"]
+    lines += [f"  {name:<{width}}  {b.duration:<{during}}  {b.about}" for name, b in CATALOGUE.items()]
+    return "\n".join(lines)
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -142,8 +167,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"adsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from adsim.world.config import PRESETS
+
     p = sub.add_parser("build", help="generate a synthetic scenario bundle (logs, SIDs, reward models)")
-    p.add_argument("--preset", default="small", help="tiny | small | medium | large (default: small)")
+    p.add_argument("--preset", default="small", choices=list(PRESETS), metavar="PRESET",
+                   help=f"{' | '.join(PRESETS)} (default: small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="bundle directory (default: scenarios/PRESET-seedSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
@@ -160,19 +188,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_describe)
 
     p = sub.add_parser("validate", help="check a bundle's checksums, schemas, values and references")
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", help="bundle directory or preset name (a preset is built and cached on first use)")
+    p.add_argument("--seed", type=int, default=0, help="seed when BUNDLE is a preset name")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("evaluate-rewards", help="held-out AUC, calibration and error against the truth of the "
                        "bundle's reward models, on logged and never-shown ads")
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", help="bundle directory or preset name")
+    p.add_argument("--seed", type=int, default=0, help="seed when BUNDLE is a preset name")
     p.add_argument("--out", type=Path, help="also write CSV/Markdown/PNG reports here")
     p.set_defaults(func=_evaluate_rewards)
 
-    p = sub.add_parser("bench", help="run a benchmark (the main job: dpo-vs-hepo); extra arguments go to it",
-                       description="Run `python -m benchmarks.NAME` with the arguments after NAME, e.g. "
-                       "`adsim bench dpo-vs-hepo --preset quick`.")
-    p.add_argument("name", choices=sorted(CATALOGUE))
+    p = sub.add_parser("bench", help="run a benchmark (the main job: dpo-vs-hepo); extra arguments go to it; "
+                       "no NAME lists them", description="Run `python -m benchmarks.NAME` with the arguments after "
+                       "NAME, e.g. `adsim bench dpo-vs-hepo --preset quick`; without NAME, list the benchmarks.")
+    p.add_argument("name", nargs="?", choices=sorted(CATALOGUE), metavar="NAME",
+                   help=f"one of {', '.join(CATALOGUE)} (omit to list them with their typical durations)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see its --help)")
     p.set_defaults(func=_bench)
 
@@ -187,18 +218,42 @@ CLI_OPTIONS = {"n_shards": "--shards", "num_workers": "--workers", "ray_address"
 """Library option names whose command-line spelling is not ``--`` + the name with dashes."""
 
 
+TRACEBACK_ENV = "ADSIM_TRACEBACK"
+"""Set to 1 to see the traceback of a refused input (``OSError``/``ValueError``) instead of the one-line error."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every error a user can cause ends in one line on stderr naming the argument or file, and
+    exit code 2: adsim's own errors, files that cannot be read or written, bad values. Output cut short by its
+    reader (``adsim schema | head``) ends quietly."""
     args = make_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader stopped reading: point stdout at devnull so the interpreter's final flush cannot fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except AdSimOptionError as e:  # named as the user typed it
-        option = CLI_OPTIONS.get(e.option, "--" + e.option.replace("_", "-"))
-        print(f"adsim {args.command}: error: option {option}: {e.detail}", file=sys.stderr)
-        return 2
+        option = CLI_OPTIONS.get(e.option, "--" + str(e.option).replace("_", "-"))
+        return _fail(args, f"option {option}: {e.detail}")
     except AdSimError as e:
-        print(f"adsim {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e))
+    except OSError as e:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        where = e.filename if e.filename is not None else ""
+        return _fail(args, f"{where}: {e.strerror or e}" if where else str(e))
+    except ValueError as e:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        return _fail(args, f"{e} (set {TRACEBACK_ENV}=1 for the traceback)")
     return 0
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    print(f"adsim {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
