@@ -10,6 +10,9 @@ documents every key. In short:
 * ``ads`` / ``users``: per-ad and per-user attributes, read from each ad's (user's) first row.
 * ``constants``: fixed values for fields the file lacks (e.g. ``goal: CPC``).
 * ``ad_features``: ``numeric`` (at most 4) and ``categorical`` columns embedded into ``ad_embeddings``.
+* ``file`` (optional): the impressions file when the source is a folder (default: its only delimited file).
+  Relative file names (``file``, ``organic.file``) resolve against the source folder (the folder given, or the
+  given file's folder), never against the mapping's.
 * ``organic`` (optional): a second file of organic views with its own ``file``, ``timestamp`` and ``columns``
   (``user``, ``item``; optional ``topic``, ``kind``, ``dwell_s``) and ``features`` for the item embeddings.
 
@@ -43,7 +46,8 @@ EVENT_FIELDS = ("user", "ad", "click", *EVENT_DEFAULTS)
 AD_FIELDS = tuple(AD_DEFAULTS)
 USER_FIELDS = tuple(USER_DEFAULTS)
 ORGANIC_FIELDS = ("user", "item", "topic", "kind", "dwell_s")
-TOP_KEYS = ("source", "separator", "timestamp", "columns", "ads", "users", "constants", "ad_features", "organic")
+TOP_KEYS = ("source", "file", "separator", "timestamp", "columns", "ads", "users", "constants", "ad_features",
+            "organic")
 TIME_UNITS = ("datetime", "s", "ms")
 
 
@@ -62,8 +66,12 @@ class CsvMapping:
     ad_categorical: list[str] = field(default_factory=list)
     organic: dict | None = None
     source: str | None = None
+    file: str | None = None
+    """The impressions file inside a source folder (default: the folder's only delimited file besides the organic
+    one)."""
     path: Path | None = None
-    """The mapping file: relative organic file names resolve against its directory."""
+    """The mapping file (named in errors). Relative file names (``file``, ``organic.file``) resolve against the
+    source folder, not against the mapping's, so one mapping serves logs anywhere."""
 
     @classmethod
     def load(cls, path: str | Path) -> CsvMapping:
@@ -130,7 +138,7 @@ class CsvMapping:
                    ads=_section(data, "ads", where, AD_FIELDS), users=_section(data, "users", where, USER_FIELDS),
                    constants=dict(constants), ad_numeric=list(features.get("numeric") or []),
                    ad_categorical=list(features.get("categorical") or []), organic=organic,
-                   source=data.get("source"), path=path)
+                   source=data.get("source"), file=data.get("file"), path=path)
 
     def named_columns(self) -> list[str]:
         """Every column of the impressions file the mapping reads."""
@@ -217,9 +225,30 @@ def _times(src: SourceFile, column: str, unit: str, target: str = "requests.ts")
     return times
 
 
-def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows: int | None = None) -> RawLogs:
-    """The canonical long format of a mapped file (see the module docstring)."""
+DELIMITED = (".csv", ".tsv", ".txt")
+
+
+def source_files(src: str | Path, mapping: CsvMapping) -> tuple[Path, Path]:
+    """The source folder (relative file names resolve against it) and the impressions file of ``src``: a file
+    (its folder is the source folder), or a folder holding ``mapping.file`` or a single delimited file besides the
+    organic one."""
     src = Path(src)
+    if not src.is_dir():
+        return src.parent, src
+    if mapping.file is not None:
+        return src, src / mapping.file
+    organic = Path(mapping.organic["file"]).name if mapping.organic else None
+    found = sorted(p for p in src.iterdir() if p.suffix.lower() in DELIMITED and p.name != organic)
+    if len(found) != 1:
+        named = [p.name for p in found]
+        raise AdSimDataError(f"a source folder must hold one impressions file (.csv, .tsv or .txt besides the "
+                             f"organic file), found {named or 'none'}; name it with the mapping's top-level "
+                             "'file:' or pass the file itself", file=str(src))
+    return src, found[0]
+
+
+def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows: int | None = None) -> RawLogs:
+    """The canonical long format of a mapped file or folder (see the module docstring)."""
     if isinstance(mapping, CsvMapping):
         m = mapping
     elif isinstance(mapping, dict):
@@ -227,6 +256,7 @@ def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows:
     else:
         m = CsvMapping.load(mapping)
     where = str(m.path) if m.path else "mapping"
+    base, src = source_files(src, m)
     constants = {name: f"constants.{name} of {where}" for name in m.constants}
     source = read_delimited(src, sep=m.separator, required=m.named_columns(), nrows=max_rows)
     df = source.frame
@@ -271,7 +301,7 @@ def read_raw(src: str | Path, mapping: str | Path | dict | CsvMapping, max_rows:
     if m.organic is not None:
         ofile = Path(m.organic["file"])
         if not ofile.is_absolute():
-            ofile = (m.path.parent if m.path else src.parent) / ofile
+            ofile = base / ofile
         o = m.organic
         stamp = o["timestamp"] if isinstance(o["timestamp"], dict) else {"column": o["timestamp"]}
         ocols = o["columns"]
