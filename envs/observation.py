@@ -84,7 +84,10 @@ class ObservationBuilder:
                     "history_type": types}
         o_rows, o_valid = self.organic.last(users, ts, self.history.organic)
         a_rows, a_valid = self.ads.last(users, ts, self.history.ads)
-        o_codes = np.where(o_valid[..., None], self.organic_codes[self.organic.payload["item_id"][o_rows]], -1)
+        if len(self.organic_codes):
+            o_codes = np.where(o_valid[..., None], self.organic_codes[self.organic.payload["item_id"][o_rows]], -1)
+        else:  # no organic views at all (an import without them): an empty organic history
+            o_codes = np.full((*o_rows.shape, self.depth), -1, dtype=np.int64)
         a_codes = np.where(a_valid[..., None], self.ad_codes[self.ads.payload["ad_id"][a_rows]], -1)
         a_type = TOKEN_IMPRESSION - ACTION_IMPRESSION + self.ads.payload["action"][a_rows].astype(np.int64)
         return {

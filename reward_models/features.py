@@ -194,6 +194,9 @@ class FeatureBuilder:
                                   {"item": organic["item_id"].to_numpy().astype(np.int64)}, shift=shift)
         self.organic_emb = organic_emb
         self.organic_topic = scenario.table("organic_items")["topic"].to_numpy().astype(np.int64)
+        if not len(self.organic_topic):  # logs without organic views: one placeholder item no window ever shows,
+            self.organic_emb = np.zeros((1, self.ad_emb.shape[1]), dtype=self.ad_emb.dtype)  # so the interest
+            self.organic_topic = np.zeros(1, dtype=np.int64)  # features stay NaN (empty history), as NULLABLE says
         self.n_topics = int(self.organic_topic.max()) + 1
         self.ad_stats = DayTable.build(imp_ad, imp_day, outcome, self.n_ads, self.n_days)
         self.advertiser = ads["advertiser_id"].to_numpy().astype(np.int64)

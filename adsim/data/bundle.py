@@ -345,7 +345,8 @@ class Scenario:
                                      f"{self.manifest['rows'][name]}", file=manifest_file, column="rows")
         if has_truth:
             check_world_ads(tables["ads"], self.config, str(table_path(self.path, "ads")))
-        if any(step in self.manifest for step in ("sid", "reward_models")):
+        built = any(step in self.manifest for step in ("sid", "reward_models"))
+        if built and not self.manifest.get("organic_fallback"):  # imports without organic views say so
             for name in ("organic_items", "organic_events"):
                 if len(tables[name]) == 0:
                     raise AdSimDataError("the table is empty, but the bundle's SIDs, reward models and env history "

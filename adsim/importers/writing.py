@@ -47,27 +47,25 @@ def check_imported(logs: ImportedLogs) -> None:
         raise origin.error(e.message, e.rows, e.column, adsim) from None
 
 
+ORGANIC_FALLBACK = ("no organic views imported: the reward models' organic interest features are NaN (an empty "
+                    "history) and the env's organic history is empty (ad interactions only)")
+
+
 def write_imported(logs: ImportedLogs, out: str | Path, *, seed: int = 0,
                    steps: Sequence[tuple[str, BuildStep]] = (), progress: bool = True,
                    overwrite: bool = False) -> Path:
     """Validate and write the bundle (nothing is written if anything fails), then run the build steps.
 
-    Empty organic tables validate, but the build steps cannot use them: the reward-model features fail at
-    ``reward_models/features.py`` ``FeatureBuilder.__init__`` (``self.organic_topic.max()`` of an empty array) and
-    ``FeatureBuilder._user_history`` (``self.organic_emb[...]`` indexes an empty array), and the env's observations
-    at ``envs/observation.py`` ``ObservationBuilder.build`` (``self.organic_codes[...]``). Logs without
-    organic events are therefore refused here, before anything is written, unless ``steps=()`` (logs only).
+    Logs without organic views import too: the manifest's ``organic_fallback`` says what stands in for them (the
+    reward models' interest-match features are NaN, as for any user with an empty history, and the env's organic
+    history is empty: only ad interactions fill ``history_codes``).
     """
     check_imported(logs)
     steps = list(steps)
-    if steps and len(logs.tables["organic_events"]) == 0:
-        origin = logs.origins.get("impressions")
-        raise AdSimDataError("no organic events: the reward models and the env's history need at least one "
-                             "(reward_models/features.py FeatureBuilder, envs/observation.py "
-                             "ObservationBuilder); map an organic source, or import the logs only (CLI: --logs-only)",
-                             file=origin.files[0] if origin is not None else logs.source, field="organic_events")
+    extra = {**logs.manifest, "seed": int(seed)}
+    if len(logs.tables["organic_events"]) == 0:
+        extra["organic_fallback"] = ORGANIC_FALLBACK
     if logs.request_arrays:
         steps = [("request_arrays", request_arrays_step(logs.request_arrays)), *steps]
-    extra = {**logs.manifest, "seed": int(seed)}
     return write_bundle(out, logs.tables, logs.arrays, logs.source, extra=extra, steps=steps, progress=progress,
                         overwrite=overwrite)
