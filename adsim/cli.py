@@ -170,7 +170,7 @@ def make_parser() -> argparse.ArgumentParser:
     from adsim.world.config import PRESETS
 
     p = sub.add_parser("build", help="generate a synthetic scenario bundle (logs, SIDs, reward models)")
-    p.add_argument("--preset", default="small", choices=list(PRESETS), metavar="PRESET",
+    p.add_argument("--preset", default="small", metavar="PRESET",
                    help=f"{' | '.join(PRESETS)} (default: small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="bundle directory (default: scenarios/PRESET-seedSEED)")

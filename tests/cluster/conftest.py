@@ -25,9 +25,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from simcluster import FAST_DEATH, N_NODES, Shipped, SimCluster  # noqa: E402  (after the skip)
-
 from adsim.world.shards import FAULT_DIR_ENV, clear_faults  # noqa: E402
+from cluster.simcluster import FAST_DEATH, N_NODES, Shipped, SimCluster  # noqa: E402  (after the skip)
 
 
 @pytest.fixture(scope="package")
@@ -60,7 +59,8 @@ def sim_cluster() -> Iterator[SimCluster]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _, stray = psutil.wait_procs(list(state.started.values()), timeout=20)
+        _, alive = psutil.wait_procs(list(state.started.values()), timeout=20)
+        stray = [p for p in alive if _running(p)]  # a zombie has exited; its (dead) parent just never reaped it
         for process in stray:
             process.kill()
         shutil.rmtree(root, ignore_errors=True)
@@ -97,3 +97,8 @@ def shipped(sim_cluster, tmp_path_factory) -> Shipped:
     return Shipped(copy, path, requests, paths, expected)
 
 
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

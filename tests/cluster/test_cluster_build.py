@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from simcluster import in_thread
 
 from adsim import World, build_scenario
 from adsim.world import preset
 from adsim.world.logs import generate_logs
 from adsim.world.shards import FAULT_DIR_ENV, generate_logs_ray, plant_fault, worker_env
+from cluster.simcluster import in_thread
 
 CONFIG = preset("tiny").replace(n_shards=3)
 """Three shards: one home per node."""

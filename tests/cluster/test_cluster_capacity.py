@@ -7,10 +7,10 @@ import time
 import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from simcluster import in_thread
 
 from adsim.errors import AdSimError
 from adsim.world.shards import plant_fault
+from cluster.simcluster import in_thread
 from envs.distributed import DistributedSimulator
 
 

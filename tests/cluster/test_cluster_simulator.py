@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from simcluster import assert_same, in_thread
 
 from adsim.data.bundle import MANIFEST
 from adsim.world.shards import plant_fault
+from cluster.simcluster import assert_same, in_thread
 from envs.distributed import BUNDLES, DistributedSimulator
 
 
