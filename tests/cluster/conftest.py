@@ -59,7 +59,7 @@ def sim_cluster() -> Iterator[SimCluster]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _, alive = psutil.wait_procs(list(state.started.values()), timeout=20)
+        _, alive = psutil.wait_procs(list(state.started.values()), timeout=60)  # slow to exit on a loaded machine
         stray = [p for p in alive if _running(p)]  # a zombie has exited; its (dead) parent just never reaped it
         for process in stray:
             process.kill()
