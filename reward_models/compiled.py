@@ -277,6 +277,19 @@ def _request(t, user, ts, hour, device, placement, template, hist, weight, topic
 
 
 @njit(cache=True)
+def _next_request(t, req, b, sizes, template, hist, weight, topic_sum, topic_count):
+    """Row ``b``'s request summary: rebuilt when its (user, ts) differs from row ``b - 1``'s, else only the
+    context columns change (rows of one request come in runs)."""
+    user, ts = req[0, b], req[1, b]
+    if b == 0 or user != req[0, b - 1] or ts != req[1, b - 1]:
+        return _request(t, user, ts, req[3, b], req[4, b], req[5, b], template, hist, weight, topic_sum,
+                        topic_count)
+    col = t.col_request
+    template[col[0]], template[col[1]], template[col[2]] = req[3, b], req[4, b], req[5, b]
+    return sizes
+
+
+@njit(cache=True)
 def _pool(cos, weight, lo, n, uniform, temperature):
     """``features._pool`` over cos[lo:lo + n] (weights 1 when ``uniform``, else weight[0:n]): (max, soft-max)."""
     if n == 0:
@@ -390,12 +403,7 @@ def _build(t, req, ad, position):
     sizes = (0, 0, 0, 0, 0, 0)
     for b in range(b_n):
         user, ts = req[0, b], req[1, b]
-        if b == 0 or user != req[0, b - 1] or ts != req[1, b - 1]:
-            sizes = _request(t, user, ts, req[3, b], req[4, b], req[5, b], template, hist, weight, topic_sum,
-                             topic_count)
-        else:
-            col = t.col_request
-            template[col[0]], template[col[1]], template[col[2]] = req[3, b], req[4, b], req[5, b]
+        sizes = _next_request(t, req, b, sizes, template, hist, weight, topic_sum, topic_count)
         for k in range(k_n):
             _pair(t, template, hist, weight, sizes, acc, ad[b, k], user, ts, req[2, b],
                   position[b % position.shape[0], k % position.shape[1]], out[b * k_n + k])
@@ -441,12 +449,7 @@ def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, u
     n = 0
     for b in range(b_n):
         user, ts = req[0, b], req[1, b]
-        if b == 0 or user != req[0, b - 1] or ts != req[1, b - 1]:
-            sizes = _request(t, user, ts, req[3, b], req[4, b], req[5, b], template, hist, weight, topic_sum,
-                             topic_count)
-        else:
-            col = t.col_request
-            template[col[0]], template[col[1]], template[col[2]] = req[3, b], req[4, b], req[5, b]
+        sizes = _next_request(t, req, b, sizes, template, hist, weight, topic_sum, topic_count)
         for k in range(k_n):
             _pair(t, template, hist, weight, sizes, acc, ad[b, k], user, ts, req[2, b],
                   position[b % position.shape[0], k % position.shape[1]], rows[n])
