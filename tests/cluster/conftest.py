@@ -7,8 +7,9 @@ SIGKILLed with ``SimCluster.kill`` and replaced with ``SimCluster.restore``; nod
 every second) so the tests stay short.
 
 The cluster lives for the package's tests and leaves nothing behind: Ray is shut down, the nodes are stopped by
-``cluster.shutdown()``, and every process the cluster ever started must then be gone (stray ones are killed by PID
-and fail the run). ``ray stop`` is never used: it would kill every Ray on the machine.
+``cluster.shutdown()``, and every process the cluster ever started must then be gone: one still exiting after a
+minute (a loaded machine can be that slow to reap a killed node's workers) is killed by PID with a warning, and one
+that survives SIGKILL fails the run. ``ray stop`` is never used: it would kill every Ray on the machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,11 +62,15 @@ def sim_cluster() -> Iterator[SimCluster]:
             else:
                 os.environ[key] = value
         _, alive = psutil.wait_procs(list(state.started.values()), timeout=60)  # slow to exit on a loaded machine
-        stray = [p for p in alive if _running(p)]  # a zombie has exited; its (dead) parent just never reaped it
-        for process in stray:
-            process.kill()
+        slow = [p for p in alive if _running(p)]  # a zombie has exited; its (dead) parent just never reaped it
+        for process in slow:
+            _kill(process)
+        _, survivors = psutil.wait_procs(slow, timeout=10)
         shutil.rmtree(root, ignore_errors=True)
-        assert not stray, f"Ray processes left behind (killed now): {[p.pid for p in stray]}"
+        if slow:  # a loaded machine can keep a dying worker of a killed node for over a minute; killed by PID now
+            warnings.warn(f"Ray processes still exiting 60 s after shutdown, killed: {[p.pid for p in slow]}")
+        left = [p.pid for p in survivors if _running(p)]
+        assert not left, f"Ray processes left behind that survived SIGKILL: {left}"
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +101,13 @@ def shipped(sim_cluster, tmp_path_factory) -> Shipped:
     copy = ship_bundle(path)
     shutil.rmtree(path)  # no worker can have read it from here: it is gone
     return Shipped(copy, path, requests, paths, expected)
+
+
+def _kill(process: psutil.Process) -> None:
+    try:
+        process.kill()
+    except psutil.NoSuchProcess:
+        pass
 
 
 def _running(process: psutil.Process) -> bool:
