@@ -56,7 +56,8 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     * `world_seed`: the seed of a preset's world (default 0). Episodes are seeded by `reset(seed=...)`;
       `seed=` at construction is refused, since Gymnasium users would expect it to seed episodes.
     * `split`: "train", "valid" or "test". `arr_ratio`: share of synthetic (ARR) requests, in [0, 1].
-    * `process_rewards`, `process_alphas` (finite, >= 0): HEPO's process rewards.
+    * `process_rewards`, `process_alphas` (finite, >= 0): HEPO's process rewards; `process_popularity`:
+      "prefix" (default: P_l(t | z_<l), GPR's popularity under the path's parent) or "unconditional".
     * `reward`: "final_value" or "ecpm". `reward_scale` (> 0; default: 1 / mean final_value of the logged ads,
       so returns are O(1)). `reward_source`: "model" or "truth" (the world's true pCTR/pCVR, for measuring the
       sim-to-real gap; imported logs have no truth).
@@ -75,6 +76,9 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
       an informative `ansi` render and `render_fps`. Simulator (generator v4): reward models sized to the data
       with a quality gate, SID levels that are real choices, ARR without look-ahead, oCPC pricing and a
       per-impression conversion bonus. Returns are not comparable with earlier v0 bundles.
+    * v0 (2026-12, same id; simulator v2): process rewards read P_l under the path's prefix; under
+      `reward_source="truth"` the shown ad is the one the reward models resolve (truth only scores it), and the
+      auction of imported RTB logs sees the model's bid. Truth returns and process rewards differ from simulator v1.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -85,7 +89,8 @@ class AdSimEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             raise AdSimOptionError(f"must be None or one of {self.metadata['render_modes']}, got {render_mode!r}",
                                    option="render_mode")
         o = self.options
-        self.ctx = context or open_context(o.scenario, o.world_seed, o.split, o.process_alphas)
+        self.ctx = context or open_context(o.scenario, o.world_seed, o.split, o.process_alphas,
+                                               process_popularity=o.process_popularity)
         if self.ctx.simulator.scorers.get(o.reward_source) is None:
             raise AdSimOptionError(f"this scenario ({o.scenario}) has no {o.reward_source!r} scorer (imported logs "
                                    "have no ground truth); use reward_source='model'", option="reward_source")

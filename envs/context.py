@@ -17,7 +17,7 @@ from adsim.data.bundle import Scenario
 from adsim.sid.pipeline import bundle_sids
 from adsim.simulator.kernels import EpisodeTables, RequestTables
 from adsim.simulator.requests import RequestBatch, RequestStream, as_batch, concat, take
-from adsim.simulator.simulator import ProcessRewardConfig, Scorer, Simulator
+from adsim.simulator.simulator import Popularity, ProcessRewardConfig, Scorer, Simulator
 from envs.observation import CONTEXT_FEATURES, ObservationBuilder
 from reward_models.pipeline import ensure_scenario
 from reward_models.scorer import bundle_scorers
@@ -88,25 +88,26 @@ class SimulatorContext:
 
 
 def open_simulator(scenario: Scenario, process_alphas: tuple[float, ...] = ProcessRewardConfig().alphas,
-                   scorer: Scorer | None = None, truth: Scorer | None = None) -> Simulator:
+                   scorer: Scorer | None = None, truth: Scorer | None = None,
+                   process_popularity: Popularity = "prefix") -> Simulator:
     """The bundle's simulator: its SID trie and, unless ``scorer``/``truth`` are given, its reward models."""
     sids = bundle_sids(scenario)
     if scorer is None:
         scorer, truth = bundle_scorers(scenario)
     return Simulator(scenario, sids.ad_codes, tuple(sids.tokenizer.codebook_sizes), scorer, truth,
-                     ProcessRewardConfig(alphas=tuple(process_alphas)), sids.ad_index)
+                     ProcessRewardConfig(alphas=tuple(process_alphas), popularity=process_popularity), sids.ad_index)
 
 
 def open_context(scenario: str | Path = "small", seed: int = 0, split: str = "train",
                  process_alphas: tuple[float, ...] = ProcessRewardConfig().alphas, scorer: Scorer | None = None,
-                 truth: Scorer | None = None) -> SimulatorContext:
+                 truth: Scorer | None = None, process_popularity: Popularity = "prefix") -> SimulatorContext:
     """The (cached) context of a bundle path or preset (built on first use); ``scorer``/``truth`` override the
     bundle's reward models (tests, fakes)."""
-    key = (str(scenario), seed, split, tuple(process_alphas), id(scorer), id(truth))
+    key = (str(scenario), seed, split, tuple(process_alphas), process_popularity, id(scorer), id(truth))
     if key in _CONTEXTS:
         return _CONTEXTS[key]
     opened = ensure_scenario(scenario, seed=seed)
-    simulator = open_simulator(opened, process_alphas, scorer, truth)
+    simulator = open_simulator(opened, process_alphas, scorer, truth, process_popularity)
     sids = bundle_sids(opened)
     context = SimulatorContext(opened, simulator, ObservationBuilder(opened, sids.ad_codes, sids.organic_codes),
                                split, seed)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from adsim.errors import AdSimOptionError
 from adsim.simulator.kernels import BACKENDS, Backend
+from adsim.simulator.simulator import POPULARITIES, Popularity
 
 IllegalAction = Literal["terminate", "raise"]
 SPLITS = ("train", "valid", "test")
@@ -34,6 +35,8 @@ class EnvOptions:
     arr_ratio: float = 0.0
     process_rewards: bool = False
     process_alphas: tuple[float, ...] = (0.2, 0.1)
+    process_popularity: Popularity = "prefix"
+    """P_l(t | z_<l) read under the path's prefix (GPR), or ``"unconditional"`` (see ProcessRewardConfig)."""
     reward: Literal["final_value", "ecpm"] = "final_value"
     reward_scale: float | None = None
     reward_source: Literal["model", "truth"] = "model"
@@ -48,6 +51,7 @@ class EnvOptions:
         _choice("reward_source", self.reward_source, REWARD_SOURCES)
         _choice("illegal_action", self.illegal_action, ILLEGAL_ACTIONS)
         _choice("backend", self.backend, BACKENDS)
+        _choice("process_popularity", self.process_popularity, POPULARITIES)
         if not isinstance(self.scenario, str) and not hasattr(self.scenario, "__fspath__"):
             raise AdSimOptionError(f"must be a bundle path or a preset name, got {self.scenario!r}", option="scenario")
         if isinstance(self.world_seed, bool) or not isinstance(self.world_seed, Integral) or self.world_seed < 0:

@@ -26,7 +26,8 @@ class AdSimVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 16, context: SimulatorContext | None = None, **kwargs: Any):
         self.options = env_options(kwargs)
         o = self.options
-        self.ctx = context or open_context(o.scenario, o.world_seed, o.split, o.process_alphas)
+        self.ctx = context or open_context(o.scenario, o.world_seed, o.split, o.process_alphas,
+                                               process_popularity=o.process_popularity)
         self.single = AdSimEnv(context=self.ctx, **kwargs)
         self.num_envs = num_envs
         self.single_observation_space = self.single.observation_space

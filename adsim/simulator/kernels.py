@@ -102,6 +102,8 @@ class ProcessTables(NamedTuple):
     """(L - 1,) float64: alpha of each coarse level (0 where the config has none)."""
     history: int
     """Successes of the user looked at."""
+    conditional: bool
+    """P_l(t | z_<l): count only the successes whose ad shares the path's prefix (``popularity="prefix"``)."""
 
 
 # ---------------------------------------------------------------------------------------------- numerics
@@ -345,16 +347,26 @@ def history_rows(users, ts, hist, codes_out, type_out):
 
 # ---------------------------------------------------------------------------------------------- process rewards
 @njit(cache=True, inline="always")
-def _popularity(user, ts, level, successes, ad_codes, history, out):
-    """``Simulator.token_popularity`` of one request: (W,) share of its last successes with token t at level."""
+def _popularity(user, ts, level, path, conditional, successes, ad_codes, history, out):
+    """``Simulator.token_popularity`` of one request: (W,) share of its last successes with token t at level,
+    among those whose ad starts with ``path[:level]`` when ``conditional``."""
     out[:] = 0.0
     code, shift, item, _, offsets = successes
     last = _last_before(code, shift, offsets, user, ts)
     n_valid = 0
     for j in range(history):
         idx = max(last - j, 0)
-        if (code[idx] >> shift) == user:
-            out[ad_codes[item[idx], level]] += 1.0
+        if (code[idx] >> shift) != user:
+            continue
+        ad = item[idx]
+        shares = True
+        if conditional:
+            for d in range(level):
+                if ad_codes[ad, d] != path[d]:
+                    shares = False
+                    break
+        if shares:
+            out[ad_codes[ad, level]] += 1.0
             n_valid += 1
     denom = max(n_valid, 1)
     for t in range(len(out)):
@@ -381,7 +393,7 @@ def process_rewards_rows(paths, users, days, ts, allowed, use_allowed, trie, eli
     """``Simulator.process_rewards``: (B, K, L-1) ``out`` for (B, K, L) paths."""
     child, start, end, order = trie
     _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
-    successes, ad_codes, alphas, history = proc
+    successes, ad_codes, alphas, history, conditional = proc
     width, n_days = child.shape[1], exhausted.shape[0]
     popularity, legal, buf = np.empty(width), np.empty(width, np.bool_), np.empty(width)
     bits = np.empty(target_bits.shape[1], np.int64)
@@ -394,8 +406,11 @@ def process_rewards_rows(paths, users, days, ts, allowed, use_allowed, trie, eli
             alpha = alphas[level]
             if alpha == 0.0:
                 continue
-            _popularity(u, ts[b], level, successes, ad_codes, history, popularity)
+            if not conditional:
+                _popularity(u, ts[b], level, paths[b, 0], False, successes, ad_codes, history, popularity)
             for k in range(paths.shape[1]):
+                if conditional:
+                    _popularity(u, ts[b], level, paths[b, k], True, successes, ad_codes, history, popularity)
                 node = _walk(paths[b, k], level, child)
                 if use_allowed:
                     _children_mask_allowed(node, child, start, end, order, allowed[b], legal)
@@ -449,10 +464,11 @@ def leaf_pairs(paths, k, users, days, ts, allowed, use_allowed, trie, elig):
 
 
 @njit(cache=True)
-def resolve_best(cand, ads, pctr, pcvr, ecpm, final, k, price, use_price, ad_id, valid, won, out):
+def resolve_best(cand, ads, pctr, pcvr, ecpm, final, k, price, use_price, ad_id, valid, won, out, pair):
     """Per candidate, the pair with the highest eCPM (ties: the first, as ``evaluate``'s stable lexsort; NaN
     last), then market prices and the z-score. Scores are the scorer's (n_pairs, 1) arrays; writes ``ad_id``
-    (-1 filled), ``valid``, ``won`` (zero filled) and ``out`` (5, B*K): pctr, pcvr, ecpm, final_value, zscore."""
+    (-1 filled), ``valid``, ``won`` (zero filled), ``out`` (5, B*K): pctr, pcvr, ecpm, final_value, zscore, and
+    ``pair`` (-1 filled): the chosen pair's index."""
     n = len(ad_id)
     first = np.full(n, -1, np.int64)
     for i in range(len(cand)):
@@ -464,7 +480,7 @@ def resolve_best(cand, ads, pctr, pcvr, ecpm, final, k, price, use_price, ad_id,
         i = first[c]
         if i < 0:
             continue
-        ad_id[c], valid[c] = ads[i], True
+        ad_id[c], valid[c], pair[c] = ads[i], True, i
         out[0, c], out[1, c], out[2, c], out[3, c] = pctr[i, 0], pcvr[i, 0], ecpm[i, 0], final[i, 0]
         if use_price:
             won[c] = out[2, c] >= price[c // k]
@@ -583,7 +599,7 @@ def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards,
     """
     child, start, end, order = trie
     _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
-    successes, ad_codes, alphas, history = proc
+    successes, ad_codes, alphas, history, conditional = proc
     req_user, req_day, req_ts, _ = requests
     table_row, prefix, level, obs_level, node, mask, done = state
     width, depth, n_days = mask.shape[1], prefix.shape[1], exhausted.shape[0]
@@ -617,7 +633,7 @@ def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards,
         if process_rewards:
             value = 0.0
             if alphas[d] != 0.0:
-                _popularity(u, ts, d, successes, ad_codes, history, popularity)
+                _popularity(u, ts, d, prefix[r], conditional, successes, ad_codes, history, popularity)
                 value = _process_reward(popularity, mask[r], a, alphas[d], buf)
             reward[r] = value * process_scale
         _static_bits(u, day, combo, target_bits, created_bits, created_lo, bits)

@@ -1,15 +1,17 @@
 """The batched simulator: resolve SID paths to ads under each request's personalised trie, and score them.
 
 This is the fast path every trainer and the env use. A full path may carry several ads (SID collisions); the
-simulator resolves it to the eligible ad with the highest predicted eCPM on that path (the ranking stack's own
-choice). An invalid path (not in the trie, or no eligible ad on it) scores zero and is flagged.
+simulator resolves it to the eligible ad with the highest eCPM predicted by the reward models on that path (the
+ranking stack's own choice), under every reward source: ``reward_source="truth"`` scores that same ad with the
+world's truth, it does not pick another. An invalid path (not in the trie, or no eligible ad on it) scores zero
+and is flagged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -24,7 +26,15 @@ from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.scoring import RewardSource, Scorer, Scores
 from adsim.trie import SidTrie
 
-__all__ = ["Evaluation", "ProcessRewardConfig", "RewardSource", "Scorer", "Scores", "Simulator", "zscore"]
+__all__ = ["Evaluation", "Popularity", "ProcessRewardConfig", "RewardSource", "Scorer", "Scores", "Simulator",
+           "zscore"]
+
+SIMULATOR_VERSION = 2
+"""Bumped when the simulator's dynamics or rewards change for the same bundle (results record it). v2: process
+rewards read P_l under the path's prefix; truth scores the ad the reward models resolve."""
+
+Popularity = Literal["prefix", "unconditional"]
+POPULARITIES: tuple[Popularity, ...] = ("prefix", "unconditional")
 
 
 _NO_PRICE = np.zeros(0)
@@ -49,12 +59,20 @@ class Evaluation(NamedTuple):
 class ProcessRewardConfig:
     """HEPO's process rewards at the coarse levels (GPR): r_l = alpha_l * max(0, P_l(z_l) - mean_legal P_l).
 
-    P_l(t) is the share of the user's successful interactions (clicks, conversions) before the request whose ad
-    carries token t at level l, over the user's last ``history`` successes.
+    P_l(t | z_<l) is the share of the user's last ``history`` successful interactions (clicks, conversions) before
+    the request whose ad carries token t at level l, among those whose ad shares the path's prefix z_<l: residual
+    codes mean different things under different parents, so GPR's per-token popularity is read under the parent.
+    A prefix none of the user's successes shares earns nothing. ``popularity="unconditional"`` counts every
+    success (adsim before generator v5's process rewards).
     """
 
     alphas: tuple[float, ...] = (0.2, 0.1)
     history: int = 50
+    popularity: Popularity = "prefix"
+
+    def __post_init__(self):
+        if self.popularity not in POPULARITIES:
+            raise ValueError(f"popularity must be one of {POPULARITIES}, got {self.popularity!r}")
 
 
 class Simulator:
@@ -116,7 +134,8 @@ class Simulator:
     def process_tables(self) -> ProcessTables:
         alphas = np.array([self.process.alphas[d] if d < len(self.process.alphas) else 0.0
                            for d in range(self.depth - 1)], dtype=np.float64)
-        return ProcessTables(self.successes.tables("ad_id"), self.ad_codes, alphas, self.process.history)
+        return ProcessTables(self.successes.tables("ad_id"), self.ad_codes, alphas, self.process.history,
+                             self.process.popularity == "prefix")
 
     @cached_property
     def _kernel_tables(self) -> tuple[tuple, tuple]:
@@ -160,23 +179,30 @@ class Simulator:
 
         out = {name: np.zeros(b * k) for name in Scores._fields}
         ad_id = np.full(b * k, -1, dtype=np.int64)
+        bid = np.zeros(b * k)
+        ranker = self.ranker(scorer)
         if len(cand):
-            scores = scorer.score(take(requests, cand // k), ads[:, None])
+            scores = ranker.score(take(requests, cand // k), ads[:, None])
             self.calls += len(cand)
             ecpm = scores.ecpm[:, 0]
             # per candidate, the pair with the highest eCPM (ties: lowest ad id, as pairs are in trie order)
             order = np.lexsort((-ecpm, cand))
             first = order[np.r_[True, cand[order][1:] != cand[order][:-1]]]
-            ad_id[cand[first]] = ads[first]
+            chosen = cand[first]
+            ad_id[chosen], bid[chosen] = ads[first], ecpm[first]
+            if scorer is not ranker:  # the same ad, scored by the requested source
+                scores = scorer.score(take(requests, chosen // k), ads[first, None])
+                self.calls += len(first)
+                first = np.arange(len(first))
             for name in Scores._fields:
-                out[name][cand[first]] = getattr(scores, name)[first, 0]
+                out[name][chosen] = getattr(scores, name)[first, 0]
         valid = (ad_id >= 0).reshape(b, k)
         final = out["final_value"].reshape(b, k)
         won = None
         if self.market_price is not None:
             rid = np.asarray(requests["request_id"], dtype=np.int64)
             price = self.market_price[np.where(rid >= 0, rid, -1 - rid) % len(self.market_price)]
-            won = valid & (out["ecpm"].reshape(b, k) >= price[:, None])
+            won = valid & (bid.reshape(b, k) >= price[:, None])  # the auction sees the bid of the served model
             final = np.where(won, final, 0.0)
         return Evaluation(ad_id.reshape(b, k), valid, out["pctr"].reshape(b, k), out["pcvr"].reshape(b, k),
                           out["ecpm"].reshape(b, k), final, zscore(final, valid), won)
@@ -198,10 +224,16 @@ class Simulator:
         prices). For callers that resolved the paths themselves (the env's step kernel)."""
         return self._resolve(pair_requests, cand, ads, b, k, self.scorer(reward_source), request_ids)
 
+    def ranker(self, scorer: Scorer) -> Scorer:
+        """The scorer that picks the ad a path shows: the reward models (the served ranking stack) whenever the
+        simulator has them, whatever source then scores that ad."""
+        return self.scorers["model"] or scorer
+
     def _resolve(self, pair_requests: RequestBatch, cand: np.ndarray, ads: np.ndarray, b: int, k: int,
                  scorer: Scorer, request_ids: np.ndarray) -> Evaluation:
+        ranker = self.ranker(scorer)
         if len(cand):
-            scores = scorer.score(pair_requests, ads[:, None])
+            scores = ranker.score(pair_requests, ads[:, None])
             self.calls += len(cand)
         else:
             scores = Scores(*[np.zeros((0, 1))] * len(Scores._fields))
@@ -212,8 +244,19 @@ class Simulator:
             price = self.market_price[np.where(rid >= 0, rid, -1 - rid) % len(self.market_price)]
         ad_id, valid, won, out = np.full(b * k, -1), np.zeros(b * k, dtype=bool), np.zeros(b * k, dtype=bool), np.zeros(
             (5, b * k))
+        pair = np.full(b * k, -1, dtype=np.int64)
         kernels.resolve_best(cand, ads, *(np.asarray(part, dtype=np.float64) for part in scores), k, price, use_price,
-                             ad_id, valid, won, out)
+                             ad_id, valid, won, out, pair)
+        if scorer is not ranker and valid.any():  # the same ads, scored by the requested source
+            chosen = np.flatnonzero(valid)
+            source = scorer.score(take(pair_requests, pair[chosen]), ad_id[chosen, None])
+            self.calls += len(chosen)
+            for row, part in enumerate(source[:4]):
+                out[row, chosen] = part[:, 0]
+            if use_price:
+                out[3] = np.where(won, out[3], 0.0)
+            out[4] = 0.0
+            kernels.zscore_rows(out[3], valid, b, k, out[4])
         pctr, pcvr, ecpm, final, z = (row.reshape(b, k) for row in out)
         return Evaluation(ad_id.reshape(b, k), valid.reshape(b, k), pctr, pcvr, ecpm, final, z,
                           won.reshape(b, k) if use_price else None)
@@ -240,15 +283,22 @@ class Simulator:
         return best, best_ad
 
     # --------------------------------------------------------------------------------- process rewards
-    def token_popularity(self, requests: RequestBatch, level: int) -> np.ndarray:
-        """(B, codebook_size) P_l(t): share of the user's recent successes whose ad has token t at ``level``."""
+    def token_popularity(self, requests: RequestBatch, level: int, prefixes: np.ndarray | None = None
+                         ) -> np.ndarray:
+        """(B, K, codebook_size) P_l(t | z_<l) for (B, K, level) ``prefixes``; (B, 1, codebook_size) P_l(t), every
+        success counted, when None (see ProcessRewardConfig)."""
         rows, valid = self.successes.last(np.asarray(requests["user_id"]), np.asarray(requests["ts"]),
                                           self.process.history)
-        codes = self.ad_codes[self.successes.payload["ad_id"][rows], level]  # (B, H)
-        n = len(rows)
-        popularity = np.zeros((n, self.trie.width))
-        np.add.at(popularity, (np.repeat(np.arange(n), rows.shape[1]), codes.ravel()), valid.ravel())
-        return popularity / np.maximum(valid.sum(axis=1, keepdims=True), 1)
+        codes = self.ad_codes[self.successes.payload["ad_id"][rows]]  # (B, H, L)
+        counted = valid[:, None, :]  # (B, 1 or K, H)
+        if prefixes is not None:
+            counted = counted & (codes[:, None, :, :level] == np.asarray(prefixes)[:, :, None, :]).all(axis=-1)
+        b, k, h = counted.shape
+        popularity = np.zeros((b, k, self.trie.width))
+        tokens = np.broadcast_to(codes[:, None, :, level], (b, k, h))
+        np.add.at(popularity, (np.repeat(np.arange(b), k * h), np.tile(np.repeat(np.arange(k), h), b),
+                               tokens.ravel()), counted.ravel())
+        return popularity / np.maximum(counted.sum(axis=-1, keepdims=True), 1)
 
     def process_rewards(self, requests: RequestBatch, paths: np.ndarray, allowed: np.ndarray | None = None,
                         backend: Backend = "reference") -> np.ndarray:
@@ -274,11 +324,13 @@ class Simulator:
             alpha = self.process.alphas[level] if level < len(self.process.alphas) else 0.0
             if alpha == 0.0:
                 continue
-            popularity = self.token_popularity(requests, level)  # (B, V)
+            popularity = self.token_popularity(  # (B, K or 1, V)
+                requests, level, paths[:, :, :level] if self.process.popularity == "prefix" else None)
             legal = self.trie.legal_mask(paths[:, :, :level].reshape(b * k, level),
                                          np.repeat(sums, k, axis=0)).reshape(b, k, -1)
-            mean_legal = (legal * popularity[:, None, :]).sum(-1) / np.maximum(legal.sum(-1), 1)
-            chosen = np.take_along_axis(popularity, np.clip(paths[:, :, level], 0, self.trie.width - 1), axis=1)
+            mean_legal = (legal * popularity).sum(-1) / np.maximum(legal.sum(-1), 1)
+            token = np.clip(paths[:, :, level], 0, self.trie.width - 1)
+            chosen = np.take_along_axis(np.broadcast_to(popularity, legal.shape), token[:, :, None], axis=2)[..., 0]
             out[:, :, level] = alpha * np.maximum(0.0, chosen - mean_legal)
         return out
 

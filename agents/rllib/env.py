@@ -42,15 +42,18 @@ def open_env_context(env_config: Mapping[str, Any]) -> tuple[SimulatorContext, d
         factory = import_object(factory)
     options = env_options({k: v for k, v in kwargs.items() if k != "render_mode"})
     if factory is None:
-        return open_context(options.scenario, options.world_seed, options.split, options.process_alphas), kwargs
+        return open_context(options.scenario, options.world_seed, options.split, options.process_alphas,
+                            process_popularity=options.process_popularity), kwargs
     key = (str(options.scenario), options.world_seed, options.split, tuple(options.process_alphas),
+           options.process_popularity,
            getattr(factory, "__module__", ""), getattr(factory, "__qualname__", repr(factory)))
     if key not in _FACTORY_CONTEXTS:
         from reward_models.pipeline import ensure_scenario
 
         scorer = factory(ensure_scenario(options.scenario, seed=options.world_seed))
         _FACTORY_CONTEXTS[key] = open_context(options.scenario, options.world_seed, options.split,
-                                              options.process_alphas, scorer=scorer, truth=scorer)
+                                              options.process_alphas, scorer=scorer, truth=scorer,
+                                              process_popularity=options.process_popularity)
     return _FACTORY_CONTEXTS[key], kwargs
 
 
