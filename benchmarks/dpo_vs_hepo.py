@@ -45,6 +45,8 @@ import numpy as np
 import pandas as pd
 
 from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
+from adsim.data.bundle import GENERATOR_VERSION
+from adsim.simulator.simulator import SIMULATOR_VERSION
 from benchmarks.report import write_report
 from benchmarks.stats import paired_differences, t_interval
 
@@ -177,7 +179,8 @@ def settings_key(preset: Preset, piece: Piece) -> str:
     post = {k: getattr(preset, k) for k in ("iterations", "requests_per_iter", "candidates")}
     evaluation = ({"tune_requests": preset.tune_requests} if piece.kind == "search" else
                   {"eval_requests": preset.eval_requests})
-    blob = json.dumps([chain, post, evaluation, preset.eval_k, asdict(piece)], sort_keys=True, default=str)
+    versions = {"generator": GENERATOR_VERSION, "simulator": SIMULATOR_VERSION}  # new dynamics: rerun
+    blob = json.dumps([chain, post, evaluation, preset.eval_k, asdict(piece), versions], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

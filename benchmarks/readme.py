@@ -16,6 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- results: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 GENERATOR = re.compile(r"generator v(\d+)")
+SIMULATOR = re.compile(r"simulator v(\d+)")
+REWARD_FREE = ("results/scale_medium/",)
+"""Results that never score a reward (build memory and time), so a new simulator version leaves them current."""
 
 
 def body(path: Path) -> str:
@@ -32,6 +35,12 @@ def blocks(readme: str) -> list[tuple[str, str]]:
 def generator_version(path: Path) -> int | None:
     found = GENERATOR.search(path.read_text())
     return int(found.group(1)) if found else None
+
+
+def simulator_version(path: Path) -> int:
+    """The simulator version a results file records (1: made before results recorded it)."""
+    found = SIMULATOR.search(path.read_text())
+    return int(found.group(1)) if found else 1
 
 
 def sync(readme: Path = ROOT / "README.md", root: Path = ROOT) -> str:

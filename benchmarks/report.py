@@ -53,6 +53,7 @@ def provenance() -> dict:
     """Where a result comes from: command, commit, adsim and generator versions, libraries, machine, wall time."""
     from adsim import __version__
     from adsim.data.bundle import GENERATOR_VERSION
+    from adsim.simulator.simulator import SIMULATOR_VERSION
 
     versions = {}
     for name in PACKAGES:
@@ -65,6 +66,7 @@ def provenance() -> dict:
         "commit": _commit(),
         "adsim": __version__,
         "generator_version": GENERATOR_VERSION,
+        "simulator_version": SIMULATOR_VERSION,
         "python": platform.python_version(),
         "versions": versions,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -76,7 +78,7 @@ def provenance() -> dict:
 def provenance_lines(info: dict) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return (f"Command: `{info['command']}`  \nCommit {info['commit']}, adsim {info['adsim']}, generator "
-            f"v{info['generator_version']}, Python {info['python']} ({libs}), {info['machine']}, wall time "
+            f"v{info['generator_version']}, simulator v{info.get('simulator_version', 1)}, Python {info['python']} ({libs}), {info['machine']}, wall time "
             f"{info['wall_time_s']:.0f} s, finished {info['finished']}.")
 
 

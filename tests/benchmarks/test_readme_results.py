@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from adsim.data.bundle import GENERATOR_VERSION
-from benchmarks.readme import ROOT, blocks, body, generator_version, sync
+from adsim.simulator.simulator import SIMULATOR_VERSION
+from benchmarks.readme import REWARD_FREE, ROOT, blocks, body, generator_version, simulator_version, sync
 
 
 def test_readme_tables_are_their_results_files():
@@ -20,6 +21,15 @@ def test_quoted_results_come_from_the_current_generator():
     for path, _ in blocks((ROOT / "README.md").read_text()):
         made = generator_version(ROOT / path)
         assert made == GENERATOR_VERSION, f"{path} was made by generator v{made}; the code is v{GENERATOR_VERSION}"
+
+
+def test_quoted_rewards_come_from_the_current_simulator():
+    for path, _ in blocks((ROOT / "README.md").read_text()):
+        if path.startswith(REWARD_FREE):
+            continue
+        made = simulator_version(ROOT / path)
+        assert made == SIMULATOR_VERSION, (f"{path} was made by simulator v{made}; the code is v{SIMULATOR_VERSION}: "
+                                           "rerun its benchmark")
 
 
 def test_a_stale_block_is_detected(tmp_path):
