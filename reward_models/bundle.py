@@ -145,7 +145,8 @@ def train_reward_models(scenario: Scenario, out_dir: str | Path, config: RewardM
     summary = {"features": len(features.specs), "sid_levels": 0 if sid_codes is None else int(sid_codes.shape[1]),
                "cvr_target": config.cvr_target, "value": scorer.value_config.to_dict()}
     for name, model in (("pctr", pctr), ("pcvr", pcvr)):
-        summary[name] = {"best_iteration": model.info["best_iteration"], "n_train": model.info["n_train"]}
+        summary[name] = {"best_iteration": model.info["best_iteration"], "n_train": model.info["n_train"],
+                         "label": model.label.name, "train_checksum": model.info["train_checksum"]}
     for split in ("valid", "test"):
         rows = data.rows(split)
         p_click, p_conv = scorer.probabilities(data.features.take(rows))

@@ -137,6 +137,10 @@ def _manifest_rows(bundle):
     resign(bundle, lambda m: m["reward_models"]["pctr"].__setitem__("n_train", 17))
 
 
+def _manifest_training_data(bundle):
+    resign(bundle, lambda m: m["reward_models"]["pcvr"].__setitem__("train_checksum", "0" * 64))
+
+
 def _sid_codes_shape(bundle):
     path = bundle / "reward_models" / "sid_codes.npy"
     np.save(path, np.load(path)[:-3])
@@ -155,6 +159,7 @@ BUNDLE_MODEL_CASES = {  # name: (corrupt, file named, needle)
     "meta.json other features": (_meta("pctr", lambda m: m["features"].reverse()), "pctr/model.txt",
                                  "different features"),
     "manifest's training rows differ": (_manifest_rows, "pctr/meta.json", "not the model this bundle was built"),
+    "trained on other data": (_manifest_training_data, "pcvr/meta.json", "not the model this bundle was built"),
     "SID codes of other ads": (_sid_codes_shape, "sid_codes.npy", "SID codes must be"),
     "SID codes missing": (lambda b: (b / "reward_models" / "sid_codes.npy").unlink(), "sid_codes.npy",
                           "missing"),
