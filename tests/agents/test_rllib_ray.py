@@ -189,6 +189,25 @@ def test_mcts_runs_as_a_tune_trainable_with_rllib_metric_names(ray_tmp, env_conf
     assert by_budget[64]["env_runners/final_value"] > by_budget[4]["env_runners/final_value"]
 
 
+def test_env_throughput_rllib_table_quick(ray_tmp):
+    """PPO iterations on AdSim-v0 and on the trivial masked env, side by side in this module's Ray (tiny preset,
+    0 env runners under --quick), and the RLlib row of targets.md."""
+    import pandas as pd
+
+    from benchmarks.env_throughput import main
+
+    out = ray_tmp / "env_throughput"
+    main(["--quick", "--only", "rllib", "--out", str(out)])
+    table = pd.read_csv(out / "rllib.csv").set_index("env")
+    assert list(table.index) == ["AdSim-v0", "trivial masked env"]
+    assert (table["s_per_iteration"] > 0).all() and table.loc["trivial masked env", "x trivial masked env"] == 1.0
+    goals = pd.read_csv(out / "targets.csv", keep_default_na=False).set_index("target")
+    row = goals.loc[next(t for t in goals.index if t.startswith("RLlib"))]
+    assert row["measured"] == f"{table.loc['AdSim-v0', 'x trivial masked env']:.3g}x"
+    assert row["verdict"] == "met" or row["verdict"].startswith("short: ")
+    assert ray.is_initialized()  # the module's Ray was used, and left running
+
+
 @pytest.mark.parametrize("name", ["rllib_tune", "baselines"])
 def test_benchmark_quick_runs_write_csv_and_markdown(ray_tmp, env_fixture, name):
     import importlib

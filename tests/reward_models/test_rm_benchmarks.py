@@ -40,3 +40,7 @@ def test_reward_scoring_benchmark_quick(tmp_path):
     assert {"1x1", "1x40", "128x32"} <= set(table["layout"])
     assert (table[["x_reference", "x_forests", "forests_x_booster"]] > 0).all().all()
     assert "x_reference of evaluate at 4096" in stdout
+    goals = pd.read_csv(tmp_path / "targets.csv", keep_default_na=False)
+    assert len(goals) == 3 and (tmp_path / "targets.md").is_file() and (tmp_path / "targets.json").is_file()
+    assert goals["verdict"].map(lambda v: v == "met" or v.startswith("short: ")).all()
+    assert ((goals["verdict"] == "met") == (goals["cause"] == "")).all()  # a shortfall always has a cause
