@@ -27,7 +27,7 @@ CATALOGUE: dict[str, Benchmark] = {
                                "~2 min (--quick: ~30 s)"),
     "reward-scoring": Benchmark("reward_scoring", "reward scoring speed against raw Booster.predict", "~1 min"),
     "env-throughput": Benchmark("env_throughput", "AdSim-v0 steps/s, vector env, memory, trie legality, RLlib "
-                                 "PPO iteration vs a trivial masked env; targets met or why not", "~6 min"),
+                                 "PPO iteration vs a trivial masked env; targets met or why not", "~3 min"),
     "sequence-models": Benchmark("sequence_models", "next-ad HR@K of HSTU and HHD components (GPR Table 2)",
                                  "~15 min"),
     "decoding": Benchmark("decoding", "trie-constrained vs unconstrained beam search speed and validity", "~2 min"),

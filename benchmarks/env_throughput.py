@@ -18,7 +18,7 @@ Python calls against compiled kernels; the shares are of the profiled time).
 Actions are random legal ones, picked by indexing a pre-drawn random number into the legal set (CartPole's by
 the same kind of draw), so the policy costs well under a microsecond on every side.
 
-    python -m benchmarks.env_throughput                 # on the default small scenario (~6 min)
+    python -m benchmarks.env_throughput                 # on the default small scenario (~3 min)
     python -m benchmarks.env_throughput --quick         # tiny, seconds (no rllib table unless --only names it)
     python -m benchmarks.env_throughput --only rllib    # one table (targets.md then marks the others unmeasured)
 """
