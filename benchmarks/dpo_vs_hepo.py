@@ -37,6 +37,7 @@ import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
@@ -179,9 +180,20 @@ def settings_key(preset: Preset, piece: Piece) -> str:
     post = {k: getattr(preset, k) for k in ("iterations", "requests_per_iter", "candidates")}
     evaluation = ({"tune_requests": preset.tune_requests} if piece.kind == "search" else
                   {"eval_requests": preset.eval_requests})
-    versions = {"generator": GENERATOR_VERSION, "simulator": SIMULATOR_VERSION}  # new dynamics: rerun
+    versions = {"generator": GENERATOR_VERSION, "simulator": SIMULATOR_VERSION,  # new dynamics: rerun
+                "bundle": bundle_digest(preset.scenario, piece.world)}  # another bundle: rerun
     blob = json.dumps([chain, post, evaluation, preset.eval_k, asdict(piece), versions], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@cache
+def bundle_digest(scenario: str, world: int) -> str:
+    """What a piece was computed on: a digest of its bundle's file map (sha256 per file), the bundle built first
+    if it is a preset not built yet."""
+    from reward_models.pipeline import ensure_scenario
+
+    files = ensure_scenario(scenario, seed=world).files
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:16]
 
 
 def _write_atomic(path: Path, payload: dict) -> None:
@@ -222,8 +234,9 @@ def _evalset(preset: Preset, world: int, seed: int, split: str):
     return _ENVS[key]
 
 
-def _chain_dir(runs: Path, world: int, seed: int) -> Path:
-    return runs / f"w{world}_s{seed}"
+def _chain_dir(runs: Path, scenario: str, world: int, seed: int) -> Path:
+    """Checkpoints of one chain, per bundle: a rebuilt bundle never reuses a chain trained on the old one."""
+    return runs / f"w{world}_s{seed}_{bundle_digest(scenario, world)[:8]}"
 
 
 def _round(row: dict) -> dict:
@@ -242,7 +255,7 @@ def run_piece(preset: Preset, root: Path, runs: Path, piece: Piece) -> Path:
 
     torch.set_num_threads(1)
     p, started = preset, time.perf_counter()
-    base = _chain_dir(runs, piece.world, piece.seed)
+    base = _chain_dir(runs, p.scenario, piece.world, piece.seed)
     split = "valid" if piece.kind == "search" else "test"
 
     def evaluate(model) -> dict:

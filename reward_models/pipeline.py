@@ -8,6 +8,7 @@ a preset into the cache the first time it is asked for.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from adsim.data.bundle import MANIFEST, BuildStep, Scenario, build_scenario, load_scenario, preset_cache_path
-from adsim.errors import AdSimError
+from adsim.data.manifest import SIGNATURE
+from adsim.errors import AdSimError, AdSimWarning
 from adsim.importers import import_logs
 from adsim.sid.pipeline import semantic_codebook_sizes, sid_step
 from adsim.simulator.branching import branching_step
@@ -52,13 +54,25 @@ def ensure_scenario(path_or_preset: str | Path = "small", seed: int = 0, validat
     the cache first and reused afterwards."""
     if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not Path(path_or_preset).exists():
         path = preset_cache_path(path_or_preset, seed)
-        if not (path / MANIFEST).is_file():
+        stale = _unsigned(path / MANIFEST)
+        if stale:
+            warnings.warn(f"{path} was built by an adsim older than manifest signatures and may hold another world "
+                          "than this version generates: rebuilding it", AdSimWarning, stacklevel=2)
+        if stale or not (path / MANIFEST).is_file():
             try:
-                build_scenario(path, path_or_preset, seed, progress=progress, steps=default_steps())
+                build_scenario(path, path_or_preset, seed, progress=progress, steps=default_steps(), overwrite=stale)
             except AdSimError:
                 if not (path / MANIFEST).is_file():  # another process published it first: use theirs
                     raise
     return load_scenario(path_or_preset, seed=seed, validate=validate)
+
+
+def _unsigned(manifest: Path) -> bool:
+    """A cached preset's manifest without a signature: built by a development version of the same generator."""
+    try:
+        return SIGNATURE not in json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False  # absent (built below) or unreadable (loading says why)
 
 
 def import_scenario(format: str, src: str | Path | None, out: str | Path, **options) -> Path:

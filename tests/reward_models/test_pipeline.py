@@ -6,7 +6,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from adsim.data.bundle import GENERATOR_VERSION, MANIFEST
+from adsim.data.manifest import SIGNATURE
+from adsim.errors import AdSimWarning
 from reward_models.pipeline import default_steps, ensure_scenario
 
 TINY_FILES = Path(__file__).with_name("tiny_seed0_files.json")
@@ -22,6 +26,14 @@ def test_preset_is_built_once_then_reused(monkeypatch, tmp_path):
     assert second.path == first.path and str(first.path).startswith(str(tmp_path / "cache"))
     assert os.stat(second.path / MANIFEST).st_mtime_ns == stamp
     assert {"sid", "reward_models"} <= set(first.manifest)
+    # a cached preset without a manifest signature was built by a development version: rebuilt, not trusted
+    manifest = json.loads((first.path / MANIFEST).read_text())
+    manifest.pop(SIGNATURE)
+    manifest.pop("manifest_version")
+    (first.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(AdSimWarning, match="older than manifest signatures"):
+        third = ensure_scenario("tiny", seed=5, progress=False)
+    assert SIGNATURE in third.manifest and third.files == first.files
 
 
 def test_default_tiny_build_is_byte_identical_to_the_recorded_one():
