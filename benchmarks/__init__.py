@@ -37,7 +37,7 @@ CATALOGUE: dict[str, Benchmark] = {
     "ope-obd": Benchmark("ope_obd", "off-policy evaluation on the Open Bandit Dataset", "~1 min"),
     "scale": Benchmark("scale", "Ray scale-out: build and evaluation speed-ups, worker memory", "~5 min"),
     "market-replay": Benchmark("market_replay", "baselines over whole days with binding budgets, per-request overspend",
-                               "~15 min (--quick: ~30 s)"),
+                               "~5 min, estimated (--quick: ~10 s)"),
 }
 
 
