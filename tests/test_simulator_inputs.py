@@ -104,3 +104,22 @@ def test_event_index_pads_on_the_left():
     for got, want in zip(index.last(np.array([1, 2, 3]), np.array([25, 5, 100]), 3, backend="compiled"),
                          (rows, valid), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_budgets_none_keeps_targeting_and_liveness_and_the_default_tables(tiny):
+    from adsim.errors import AdSimOptionError
+
+    logged, free = Eligibility(tiny), Eligibility(tiny, budgets="none")
+    assert np.isinf(free.exhausted_at).all() and free.exhausted_at.shape == logged.exhausted_at.shape
+    assert np.isfinite(logged.exhausted_at).any()  # tiny's budgets run out in the logs
+    req = tiny.table("requests")
+    keys = req["user_id"].to_numpy(), req["day"].to_numpy(), req["ts"].to_numpy()
+    a, b = logged.allowed(*keys), free.allowed(*keys)
+    assert (b >= a).all() and (b > a).any()  # only budgets differ
+    np.testing.assert_array_equal(free.allowed(*keys, backend="compiled"), b)
+    # the default's compiled tables are those of the logged budgets, unchanged by the option
+    for x, y in zip(logged.tables(np.arange(logged.n_ads)), Eligibility(tiny, "logged").tables(np.arange(logged.n_ads)),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(AdSimOptionError, match="option budgets:"):
+        Eligibility(tiny, budgets="market")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
 from adsim.data.bundle import Scenario
+from adsim.errors import AdSimOptionError
 from adsim.simulator import kernels
 from adsim.simulator.kernels import Backend, EligibilityTables
+
+BudgetRule = Literal["logged", "none"]
+BUDGET_RULES: tuple[BudgetRule, ...] = ("logged", "none")
+"""``logged``: an ad leaves at the request that spent its budget in the logs (AdSim-v0, the default). ``none``:
+budgets never remove an ad (targeting and liveness only), for callers that keep their own ledger (market mode)."""
 
 
 def budget_exhaustion(scenario: Scenario) -> np.ndarray:
@@ -38,9 +46,17 @@ def budget_exhaustion(scenario: Scenario) -> np.ndarray:
 
 
 class Eligibility:
-    """Vectorised eligibility of every ad for a batch of requests."""
+    """Vectorised eligibility of every ad for a batch of requests.
 
-    def __init__(self, scenario: Scenario):
+    ``budgets`` (``BUDGET_RULES``): whether the budget exhaustion recorded in the logs removes ads (``"logged"``,
+    the default) or budgets are left to the caller (``"none"``: ``exhausted_at`` is all inf, so ``allowed`` and the
+    compiled ``tables`` read targeting and liveness only).
+    """
+
+    def __init__(self, scenario: Scenario, budgets: BudgetRule = "logged"):
+        if budgets not in BUDGET_RULES:
+            raise AdSimOptionError(f"must be one of {list(BUDGET_RULES)}, got {budgets!r}", option="budgets")
+        self.budgets = budgets
         ads, users = scenario.table("ads"), scenario.table("users")
         self.age_mask = ads["target_age_mask"].to_numpy().astype(np.int64)
         self.gender_mask = ads["target_gender_mask"].to_numpy().astype(np.int64)
@@ -49,7 +65,11 @@ class Eligibility:
         self.user_age = users["age_bucket"].to_numpy().astype(np.int64)
         self.user_gender = users["gender"].to_numpy().astype(np.int64)
         self.user_region = users["region"].to_numpy().astype(np.int64)
-        self.exhausted_at = budget_exhaustion(scenario)
+        if budgets == "logged":
+            self.exhausted_at = budget_exhaustion(scenario)
+        else:
+            req = scenario.table("requests")
+            self.exhausted_at = np.full((int(req["day"].max()) + 1 if len(req) else 1, len(ads)), np.inf)
 
     @property
     def n_ads(self) -> int:

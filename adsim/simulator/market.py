@@ -29,7 +29,6 @@ its compiled twin (``backend``), with the same numbers.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from numbers import Real
 from typing import Literal, NamedTuple
@@ -194,7 +193,8 @@ class Market:
         if self.biller is None:
             raise AdSimOptionError(f"this scenario has no {cfg.billing!r} scorer (imported logs have no ground "
                                    "truth); use billing='model'", option="billing")
-        self.eligibility = without_logged_budgets(simulator.eligibility)
+        self.eligibility = Eligibility(scenario, budgets="none")
+        """Targeting and liveness only: the ledger, not the logs, decides budgets."""
 
     @property
     def n_ads(self) -> int:
@@ -396,14 +396,6 @@ def requests_of_day(requests: RequestBatch, day: int, max_requests: int | None =
     rows = np.flatnonzero(np.asarray(requests["day"]) == day)
     rows = rows[np.lexsort((np.asarray(requests["request_id"])[rows], np.asarray(requests["ts"])[rows]))]
     return take(requests, rows[:max_requests])
-
-
-def without_logged_budgets(eligibility: Eligibility) -> Eligibility:
-    """``eligibility`` with the logs' budget exhaustion removed (targeting and liveness only): market mode keeps its
-    own ledger. A copy that shares every other array."""
-    out = copy.copy(eligibility)
-    out.exhausted_at = np.full_like(eligibility.exhausted_at, np.inf)
-    return out
 
 
 def _positive(value) -> bool:
