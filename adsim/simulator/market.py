@@ -36,7 +36,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from adsim.errors import AdSimDataError, AdSimOptionError
+from adsim.errors import AdSimDataError, AdSimOptionError, AdSimStateError
 from adsim.simulator import market_kernels
 from adsim.simulator.eligibility import Eligibility
 from adsim.simulator.kernels import BACKENDS, Backend
@@ -122,6 +122,11 @@ class Book(NamedTuple):
     """(B, n_ads) P(conversion | click) conversions are drawn with."""
     elapsed: np.ndarray
     """(B,) share of the day gone at each request, in [0, 1)."""
+
+    def rows(self, lo: int, hi: int) -> Book:
+        """The book of this block's requests ``lo:hi`` (views, no scoring)."""
+        return Book(self.first + lo, take(self.requests, np.arange(lo, hi)),
+                    *(part[lo:hi] for part in self[2:]))
 
 
 class Served(NamedTuple):
@@ -295,6 +300,45 @@ class MarketDay:
             self.counts[key] += int(flags.sum())
         self.advertiser_value += float(served.value.sum())
         return served
+
+    STATE_KEYS = ("budgets", "position", "uniforms", "budget", "spend", "shown", "exhausted_at", "counts",
+                  "advertiser_value")
+
+    def get_state(self) -> dict:
+        """Where the day stands (copies): position, billing uniforms, the ledger and the counts. The requests and the
+        caller's generator (pacing's throttles) are not in it."""
+        led = self.ledger
+        return {"budgets": self.budgets, "position": self.position, "uniforms": self.uniforms.copy(),
+                "budget": led.budget.copy(), "spend": led.spend.copy(), "shown": led.shown.copy(),
+                "exhausted_at": led.exhausted_at.copy(), "counts": dict(self.counts),
+                "advertiser_value": self.advertiser_value}
+
+    def set_state(self, state: dict) -> None:
+        """Restore a ``get_state`` of a day over the same requests. A state of another shape is an
+        ``AdSimStateError`` naming its part, and the day is left as it was."""
+        if not isinstance(state, dict) or set(state) != set(self.STATE_KEYS):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise AdSimStateError(f"must be a dict with keys {sorted(self.STATE_KEYS)}, got {got}", key="day")
+        if state["budgets"] != self.budgets:
+            raise AdSimStateError(f"a {state['budgets']!r} day, this one is {self.budgets!r}", key="day.budgets")
+        position = state["position"]
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= len(self):
+            raise AdSimStateError(f"must be an integer in [0, {len(self)}], got {position!r}", key="day.position")
+        led = self.ledger
+        for key, like in (("uniforms", self.uniforms), ("budget", led.budget), ("spend", led.spend),
+                          ("shown", led.shown), ("exhausted_at", led.exhausted_at)):
+            value = state[key]
+            if not isinstance(value, np.ndarray) or value.shape != like.shape or value.dtype != like.dtype:
+                raise AdSimStateError(f"must be a {like.dtype} array of shape {like.shape}", key=f"day.{key}")
+        if not isinstance(state["counts"], dict) or set(state["counts"]) != set(self.counts):
+            raise AdSimStateError(f"must be a dict with keys {sorted(self.counts)}", key="day.counts")
+        if self.budgets == "market" and (state["spend"] > state["budget"]).any():
+            raise AdSimStateError("an ad spent beyond its budget", key="day.spend")
+        self.position = int(position)
+        self.uniforms = state["uniforms"].copy()
+        self.ledger = Ledger(*(state[key].copy() for key in ("budget", "spend", "shown", "exhausted_at")))
+        self.counts = {key: int(value) for key, value in state["counts"].items()}
+        self.advertiser_value = float(state["advertiser_value"])
 
     def _check_open(self, n: int) -> None:
         if self.position + n > len(self):
