@@ -29,8 +29,19 @@ Logged per iteration (``curve``, CleanRL names): ``losses/approx_kl`` and ``loss
 ``..._l1``..``_lL`` per level, last epoch vs the behaviour policy), ``losses/explained_variance`` (all levels, and per
 level, of the critic's values before the update against the returns), ``losses/policy_loss``,
 ``losses/value_loss``, ``charts/adv_std_l*`` (advantage std per level, after normalisation), ``charts/SPS``
-(scored paths per second of wall time). Checkpoints (``agents.checkpoint``) hold model, optimizer, iteration and
-every RNG, so a resumed run ends identical to an uninterrupted one.
+(scored paths per second of wall time); in market mode also ``market/*`` (the day, its position, revenue so far,
+exhausted ads, overspend, the share of candidates blocked by spent budgets). Checkpoints (``agents.checkpoint``)
+hold model, optimizer, iteration and every RNG (and, in market mode, the day's ledger), so a resumed run ends
+identical to an uninterrupted one.
+
+``mode="market"`` (``MarketFeed``): requests are no longer drawn independently. The trainer walks the split's days
+in order, each day's logged requests in time order, ``requests_per_iter`` a time (a day's last batch may be
+smaller; after the last day the first starts again on a fresh ledger), and scores the candidates with
+``adsim.simulator.market_simulator.MarketSimulator``: each request's first candidate (a policy sample) is served,
+priced and charged to the day's ledger, so the policy's own wins spend the budgets, and an ad whose budget ran out
+earlier in the day leaves the next requests' eligibility. The policy samples under the trie as of the batch's
+start; a candidate whose ads ran out since (within the batch) is ``blocked``: it counts in its group with reward 0,
+so the policy learns that a spent budget pays nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ import numpy as np
 import torch
 
 from adsim.arguments import add_dataclass_arguments, dataclass_from_arguments
+from adsim.simulator.market import MarketConfig, MarketDay, requests_of_day
+from adsim.simulator.market_simulator import MarketEvaluation, MarketSimulator
 from adsim.simulator.requests import RequestBatch, take
 from adsim.simulator.simulator import Scorer
 from agents.checkpoint import Checkpoint, rng_state
@@ -60,6 +73,7 @@ from envs.context import SimulatorContext, open_context
 
 TRAINER = "agents.posttrain.train"
 METHODS = ("hepo", "grpo", "dpo")
+MODES = ("request", "market")
 
 
 @dataclass
@@ -112,6 +126,13 @@ class PostTrainConfig:
     threads: int | None = 1
     backend: Literal["auto", "reference", "compiled"] = "auto"
     """Simulator backend; auto: ``compiled`` where ``Simulator.evaluate`` offers it (same numbers, faster)."""
+    mode: Literal["request", "market"] = "request"
+    """``request``: independent requests, budgets as the logs ran out (AdSim-v0). ``market``: days in time order,
+    budgets spent by the policy's own served ads (``MarketFeed``, the module docstring)."""
+    market_budget_scale: float = 1.0
+    """Market mode: every daily budget times this (``MarketConfig.budget_scale``)."""
+    market_billing: Literal["model", "truth"] = "model"
+    """Market mode: clicks and conversions, hence charges, drawn from the reward models or the truth."""
     seq: SequenceConfig = field(default_factory=SequenceConfig)
 
     def __post_init__(self) -> None:
@@ -123,6 +144,12 @@ class PostTrainConfig:
             raise ValueError(f"critic_warmup is HEPO's (the only method with a critic), got method {self.method!r}")
         if self.critic_warmup < 0:
             raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "market":
+            if self.arr_ratio != 0:
+                raise ValueError(f"arr_ratio must be 0 in market mode (it replays logged days), got {self.arr_ratio}")
+            MarketConfig(self.market_billing, self.market_budget_scale)  # checks them, naming the option
         self.level_coef = tuple(self.level_coef)
         self.process_alphas = tuple(self.process_alphas)
 
@@ -204,6 +231,78 @@ def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperat
     return Rollout(batch, rep, out.paths, out.behaviour_log_probs, ev.final_value, ev.valid, process)
 
 
+class MarketFeed:
+    """Market mode's requests and scores (see the module docstring): the split's days in order, each a
+    ``MarketDay`` whose ledger the policy's served candidates move. Its billing draws come from its own numpy
+    generator, so the request-mode streams are untouched."""
+
+    def __init__(self, env: PolicyEnv, config: MarketConfig, seed: int):
+        self.env, self.msim = env, MarketSimulator(env.ctx.simulator, config)
+        self.logged = env.ctx.requests.logged
+        self.days = np.unique(np.asarray(self.logged["day"])).astype(np.int64)
+        self.rng = np.random.default_rng([seed, 11])
+        self.day_index = -1
+        self.day: MarketDay | None = None
+
+    def _open(self, index: int) -> None:
+        self.day_index = index
+        self.day = self.msim.open_day(requests_of_day(self.logged, int(self.days[index])), self.rng)
+
+    def collect(self, model: HHD, n: int, k: int, temperature: float, generator: torch.Generator,
+                with_process: bool, backend: str = "auto") -> tuple[Rollout, MarketEvaluation]:
+        """``collect`` on the day's next ``n`` requests: sample K paths per request under the trie as of now, score
+        them in time order and serve each request's first candidate. Requests with no eligible ad pass unserved
+        (dropped from the rollout). Blocked candidates (ads all spent since the batch began) are valid, reward 0."""
+        sim = self.env.ctx.simulator
+        fast = simulator_backend(sim, backend)
+        while True:  # the next batch with a request that may be shown an ad (a day's spent tail passes unserved)
+            if self.day is None or self.day.over:
+                self._open((self.day_index + 1) % len(self.days))
+            day = self.day
+            book, allowed = self.msim.next_block(day, n)
+            keep = np.flatnonzero(allowed.any(axis=1))
+            if len(keep):
+                break
+            self.msim.evaluate(day, np.zeros((len(allowed), 1, sim.depth), dtype=np.int64), -1, book=book)
+        requests = take(book.requests, keep)
+        rep = np.repeat(allowed[keep], k, axis=0)
+        batch = self.env.batch(requests, k)
+        with torch.no_grad():
+            out = model.get_action_and_value(batch, legal=self.env.trie.legal(rep), temperature=temperature,
+                                             generator=generator)
+        paths = np.zeros((len(allowed), k, sim.depth), dtype=np.int64)
+        paths[keep] = out.paths.numpy().reshape(len(keep), k, -1)
+        serve = np.full(len(allowed), -1, dtype=np.int64)
+        serve[keep] = 0
+        mev = self.msim.evaluate(day, paths, serve, book=book, **fast)
+        ev = mev.evaluation
+        valid = ev.valid[keep] | mev.blocked[keep]
+        final = np.where(ev.valid[keep], ev.final_value[keep], 0.0)
+        process = (sim.process_rewards(requests, paths[keep], allowed=mev.allowed[keep], **fast) if with_process
+                   else np.zeros((len(keep), k, sim.depth - 1)))
+        return Rollout(batch, rep, out.paths, out.behaviour_log_probs, final, valid, process), mev
+
+    def diagnostics(self, mev: MarketEvaluation) -> dict[str, float]:
+        """The ``market/*`` curve entries after a batch."""
+        s = self.day.summary()
+        shown = mev.serve >= 0
+        return {"market/day": float(self.days[self.day_index]), "market/position": float(self.day.position),
+                "market/revenue_today": s["revenue"], "market/exhausted_ads": float(s["exhausted_ads"]),
+                "market/overspend": s["overspend"],
+                "market/blocked_share": float(mev.blocked[shown].mean()) if shown.any() else 0.0}
+
+    def get_state(self) -> dict:
+        return {"day_index": self.day_index, "rng": self.rng.bit_generator.state,
+                "day": None if self.day is None else self.day.get_state()}
+
+    def set_state(self, state: dict) -> None:
+        if state["day"] is not None:
+            self._open(int(state["day_index"]))
+            self.day.set_state(state["day"])
+        self.day_index = int(state["day_index"])
+        self.rng.bit_generator.state = state["rng"]
+
+
 @dataclass
 class CriticBuffer:
     """Warm-up samples for the critic: stop-gradient intent memory, paths and returns, (N, M, C), (N, L), (N, L).
@@ -276,16 +375,21 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
     rng = np.random.default_rng([config.seed, 7])
     generator = torch.Generator().manual_seed(config.seed)
     start, curve, buffer = 0, [], CriticBuffer()
+    feed = (MarketFeed(env, MarketConfig(config.market_billing, config.market_budget_scale), config.seed)
+            if config.mode == "market" else None)
     if config.resume and ckpt_path.is_file():
         ckpt = Checkpoint.load(ckpt_path)
         ckpt.restore(model, optimizer, rng, generator)
         start, curve = ckpt.step, ckpt.state["curve"]
         buffer = CriticBuffer(**ckpt.state.get("critic_buffer", {}))
+        if feed is not None:
+            feed.set_state(ckpt.state["market"])
 
     def save(iteration: int) -> None:
         warm = iteration < config.critic_warmup
+        market = {} if feed is None else {"market": feed.get_state()}
         Checkpoint.of(TRAINER, model, optimizer, config, iteration, rng_state(rng, generator), curve=curve,
-                      critic_buffer=vars(buffer) if warm else {}).save(ckpt_path)
+                      critic_buffer=vars(buffer) if warm else {}, **market).save(ckpt_path)
 
     coef = torch.tensor(config.level_coef, dtype=torch.float32)
     calls = curve[-1]["simulator_calls"] if curve else 0
@@ -294,15 +398,20 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
         started = time.perf_counter()
         warmup = iteration < config.critic_warmup  # value-only: the critic learns R's scale before the policy moves
         # ---------------------------------------------------------------------------------- rollout
-        requests = env.ctx.requests.sample(config.requests_per_iter, rng, config.arr_ratio)
-        roll = collect(model, env, requests, config.candidates, config.temperature, generator,
-                       with_process=config.method == "hepo" and config.process_rewards, backend=config.backend)
+        with_process = config.method == "hepo" and config.process_rewards
+        if feed is None:
+            requests = env.ctx.requests.sample(config.requests_per_iter, rng, config.arr_ratio)
+            roll = collect(model, env, requests, config.candidates, config.temperature, generator,
+                           with_process=with_process, backend=config.backend)
+        else:
+            roll, market_eval = feed.collect(model, config.requests_per_iter, config.candidates,
+                                             config.temperature, generator, with_process, config.backend)
         calls += roll.final_value.size
         reward = env.reward(roll.final_value)  # (B, K)
         z = obj.group_zscore(reward, roll.valid).ravel()
         legal = env.trie.legal(roll.legal_allowed)
         valid = torch.as_tensor(roll.valid.ravel())
-        diag: dict[str, float] = {}
+        diag: dict[str, float] = {} if feed is None else feed.diagnostics(market_eval)
 
         # ---------------------------------------------------------------------------------- advantages
         if config.method == "hepo":

@@ -216,3 +216,61 @@ def test_cli_runs_a_short_job(vaft_checkpoint, tmp_path, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["iteration"] == 1 and last["simulator_calls"] == 4
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "curve.csv").is_file()
+
+
+def test_market_mode_never_overspends_and_a_spent_ad_pays_nothing_later_in_the_day(vaft_checkpoint, tiny_env):
+    """Known answer on tiny budgets (each ad's budget a 1e-4 share: one impression spends it): the feed walks day
+    0's requests in time order; the ledger never exceeds a budget; an ad is resolved (so rewarded) only up to the
+    request that spent it, is not legal for the batches after, and a candidate blocked by a budget spent earlier in
+    its batch counts in its group with reward 0."""
+    from adsim.simulator.market import MarketConfig
+    from agents.hhd.model import HHD
+    from agents.posttrain.train import MarketFeed
+
+    feed = MarketFeed(tiny_env, MarketConfig(budget_scale=1e-4), seed=0)
+    model = HHD.from_checkpoint(vaft_checkpoint)[0].eval()
+    generator, position, blocked, spent_before = torch.Generator().manual_seed(0), 0, 0, 0
+    for _ in range(6):
+        exhausted_at = feed.day.ledger.exhausted_at.copy() if feed.day is not None else None
+        roll, mev = feed.collect(model, 16, 4, 0.5, generator, False)
+        led, first = feed.day.ledger, mev.book.first
+        assert feed.days[feed.day_index] == feed.days[0] and first == position  # day 0, in time order
+        position += len(mev.serve)
+        assert (led.spend <= led.budget).all() and feed.day.summary()["overspend"] == 0.0
+        if exhausted_at is not None:  # ads spent before this batch are not legal in it
+            spent_before += int((exhausted_at >= 0).sum())
+            assert not roll.legal_allowed[:, exhausted_at >= 0].any()
+        ad = mev.evaluation.ad_id
+        request = first + np.arange(len(ad))[:, None]
+        spent_at = np.where(ad >= 0, led.exhausted_at[np.maximum(ad, 0)], -1)
+        assert ((spent_at == -1) | (spent_at >= request)).all(), "an ad resolved after its budget ran out"
+        keep = mev.serve >= 0
+        hit = mev.blocked[keep]
+        assert (roll.final_value[hit] == 0).all() and roll.valid[hit].all()
+        blocked += int(hit.sum())
+    print(f"spent before their batch: {spent_before}, blocked candidates: {blocked}")
+    assert spent_before > 10 and blocked > 0, (spent_before, blocked)
+
+
+def test_market_mode_trains_deterministically_and_resumes_exactly(vaft_checkpoint, tiny_env, tmp_path):
+    from agents.posttrain.train import PostTrainConfig, train
+
+    settings = {"method": "hepo", "mode": "market", "market_budget_scale": 1e-3, "requests_per_iter": 8}
+    a = train(_config(vaft_checkpoint, tmp_path / "a", **settings), tiny_env, verbose=False)
+    b = train(_config(vaft_checkpoint, tmp_path / "b", **settings), tiny_env, verbose=False)
+    curve_a, curve_b = (pd.DataFrame(r.curve).drop(columns=["seconds", "charts/SPS"]) for r in (a, b))
+    assert curve_a.equals(curve_b)
+    assert (curve_a["market/overspend"] == 0).all() and curve_a["market/position"].tolist() == [8, 16, 24]
+    assert curve_a["market/revenue_today"].is_monotonic_increasing and curve_a["market/exhausted_ads"].iloc[-1] > 0
+    half = _config(vaft_checkpoint, tmp_path / "c", iterations=2, **settings)
+    train(half, tiny_env, verbose=False)
+    resumed = train(replace(half, iterations=3, resume=True), tiny_env, verbose=False)
+    assert pd.DataFrame(resumed.curve).drop(columns=["seconds", "charts/SPS"]).equals(curve_a)
+    for (name, p), q in zip(a.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    with pytest.raises(ValueError, match="mode must be"):
+        PostTrainConfig(mode="auction")
+    with pytest.raises(ValueError, match="arr_ratio must be 0 in market mode"):
+        PostTrainConfig(mode="market", arr_ratio=0.2)
+    with pytest.raises(ValueError, match="option budget_scale"):
+        PostTrainConfig(mode="market", market_budget_scale=0.0)
