@@ -10,14 +10,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from adsim.errors import AdSimOptionError
+from adsim.errors import AdSimOptionError, AdSimStateError
 from adsim.simulator.kernels import Backend
 from adsim.simulator.market import Billing, Book, Market, MarketConfig, MarketDay, budget_shares, requests_of_day
-from adsim.simulator.requests import RequestBatch
+from adsim.simulator.requests import REQUEST_COLUMNS, RequestBatch
 from envs.adsim_env import AdSimEnv
 from envs.context import SimulatorContext
 from envs.episodes import EpisodeBatch
 from envs.options import EnvOptions, UnknownOptionError, env_options
+from envs.state import check_mapping, check_prefix, check_rng
 
 __all__ = ["AdSimMarketEnv", "MarketOptions"]
 
@@ -75,6 +76,37 @@ class _RequestEpisode(EpisodeBatch):
         self.sums[0] = self.ctx.simulator.trie.allowed_prefix_sums(allowed)
         self._refresh_masks(_ROW)
 
+    def restore(self, state: dict, request: RequestBatch, allowed: np.ndarray | None) -> None:
+        """``set_state`` for a request of the market's day: ``state`` must be this request's episode under
+        ``allowed`` (the market's eligibility when it began; None: not checked, the day is over), else an
+        ``AdSimStateError`` naming the part, and nothing changes."""
+        check_mapping(state, self.get_state(), "episodes")
+        for name, values in state["requests"].items():
+            if name in REQUEST_COLUMNS and not np.array_equal(values, np.asarray(request[name])):
+                raise AdSimStateError("not the episode of the day's current request", key=f"episodes.requests.{name}")
+        trie = self.ctx.simulator.trie
+        if allowed is not None:
+            if not np.array_equal(state["allowed"][0], allowed):
+                raise AdSimStateError("not the market's eligibility for this request", key="episodes.allowed")
+            if not np.array_equal(state["sums"], trie.allowed_prefix_sums(state["allowed"])):
+                raise AdSimStateError("not the prefix sums of the eligibility", key="episodes.sums")
+        level = int(check_prefix(state["prefix"], trie.width, "episodes.prefix")[0])
+        prefix, sums = state["prefix"], state["sums"]
+        for d in range(min(level, trie.depth) + 1):
+            legal = trie.legal_mask(prefix[:, :d], sums)[0] if d < trie.depth else np.zeros(trie.width, bool)
+            if d < level and not legal[prefix[0, d]]:
+                raise AdSimStateError(f"code {int(prefix[0, d])} at level {d} is not legal", key="episodes.prefix")
+        expected = np.zeros_like(state["mask"][0]) if state["done"][0] else legal
+        if not np.array_equal(state["mask"][0].astype(bool), np.asarray(expected, dtype=bool)):
+            raise AdSimStateError("the legal mask is not the prefix's", key="episodes.mask")
+        for name, value in self.ctx.observations.build(request).items():
+            if name in state["features"] and not np.array_equal(state["features"][name][:1], value):
+                raise AdSimStateError(f"not the request's features ({name})", key=f"episodes.{name}")
+        for key in ("allowed", "sums", "prefix", "mask", "done"):
+            setattr(self, key, state[key].copy())
+        self.requests = {k: v.copy() for k, v in state["requests"].items()}
+        self.features = {k: v.copy() for k, v in state["features"].items()}
+
 
 class AdSimMarketEnv(AdSimEnv):
     """
@@ -128,7 +160,9 @@ class AdSimMarketEnv(AdSimEnv):
     (the charge was cut at the budget), `exhausted` (it spent the budget), `ad_spend` and `ad_budget` (the ad's
     spend today and daily budget); `revenue_today` and `advertiser_value_today` whenever a request ends; and, at the
     end of the day, `market_summary` (request counts, revenue, advertiser value, and the ledger: every ad's
-    `spend`, `budget`, `shown` and `exhausted_at`). `get_state` / `set_state` are not available in market mode.
+    `spend`, `budget`, `shown` and `exhausted_at`). `get_state` / `set_state` snapshot the request's episode, the
+    RNG and the day (which day, the request being decoded, the ledger and billing draws), so planners can branch
+    within a day.
 
     ## Version History
     * v0: initial version.
@@ -173,7 +207,9 @@ class AdSimMarketEnv(AdSimEnv):
         _, reward, request_over, _, info = super().step(action)
         day_over = False
         if request_over:
-            if not info["illegal_action"]:
+            if info["illegal_action"]:
+                self.day.skip()  # the request passes unserved; the day goes on with the next one
+            else:
                 info.update(self._settle(info["ad_id"]))
             day_over = not self._next_request()
             info["revenue_today"], info["advertiser_value_today"] = self.day.revenue, self.day.advertiser_value
@@ -184,10 +220,43 @@ class AdSimMarketEnv(AdSimEnv):
         return self._obs(), reward, day_over, False, info
 
     def get_state(self) -> dict:
-        raise NotImplementedError("AdSimMarket-v0 has no snapshots yet (the day's ledger is not part of AdSim-v0's)")
+        """AdSim-v0's snapshot (the request's episode, the RNG) plus the day: which day, the request being decoded
+        and ``MarketDay.get_state`` (position, billing draws, ledger, counts). Planners branch from it."""
+        if self.day is None:
+            raise RuntimeError("get_state() before reset(): no day yet")
+        return {"episodes": self.episodes.get_state(), "rng": self.np_random.bit_generator.state,
+                "market": {"day": int(self.book.requests["day"][0]), "request": int(self.book.first),
+                           "ledger": self.day.get_state()}}
 
     def set_state(self, state: dict) -> dict[str, np.ndarray]:
-        raise NotImplementedError("AdSimMarket-v0 has no snapshots yet (the day's ledger is not part of AdSim-v0's)")
+        """Restore a ``get_state`` snapshot of this env's market (same split, ``max_requests`` and budgets);
+        returns the observation at that point. A malformed or inconsistent snapshot is an ``AdSimStateError``
+        naming its part, and the env is left as it was."""
+        keys = {"episodes", "rng", "market"}
+        if not isinstance(state, dict) or set(state) != keys:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise AdSimStateError(f"must be a dict with keys {sorted(keys)} (as get_state returns it), got {got}")
+        check_rng(self.np_random.bit_generator, state["rng"])
+        market = state["market"]
+        if not isinstance(market, dict) or set(market) != {"day", "request", "ledger"}:
+            raise AdSimStateError("must be a dict with keys ['day', 'ledger', 'request']", key="market")
+        if market["day"] not in self.days:
+            raise AdSimStateError(f"split {self.options.split!r} has days {self.days.tolist()}, got "
+                                  f"{market['day']!r}", key="market.day")
+        requests = requests_of_day(self.ctx.requests.logged, int(market["day"]), self.settings.max_requests)
+        day = self.market.open_day(requests, np.random.default_rng(0))
+        day.set_state(market["ledger"])
+        request = market["request"]
+        if not isinstance(request, (int, np.integer)) or not (request == day.position < len(day)
+                                                               or (day.over and 0 <= request < len(day))):
+            raise AdSimStateError(f"the current request must be the day's next ({day.position}) or, once the day is "
+                                  f"over, one of its requests; got {request!r}", key="market.request")
+        book = self.market.book(day.requests, int(request), int(request) + 1)
+        self.episodes.restore(state["episodes"], book.requests, None if day.over else day.allowed(book)[0])
+        self.day, self.book = day, book
+        self.np_random.bit_generator.state = state["rng"]
+        self._trail = {"legal": [self.episodes.mask[0].astype(np.int8)], "info": self._request_info()}
+        return self._obs()
 
     # ------------------------------------------------------------------------------------------ the day
     def _next_request(self) -> bool:

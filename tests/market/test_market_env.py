@@ -143,3 +143,52 @@ def test_no_ad_is_billed_beyond_its_budget_over_many_seeded_days(env_fixture):
                     assert s["overspend"] == 0.0 and s["exhausted_ads"] == (s["exhausted_at"] >= 0).sum()
                 else:
                     assert (s["exhausted_at"] == -1).all() and s["constrained_requests"] == 0
+
+
+def test_get_state_set_state_round_trip_within_a_day(env_fixture):
+    from adsim.errors import AdSimStateError
+
+    env = make(env_fixture, max_requests=60, budget_scale=0.02)
+    env.reset(seed=1)
+    for _ in range(40):  # mid-day, mid-request
+        env.step(greedy_action(env))
+    state = env.get_state()
+
+    def rest(policy) -> tuple[list, dict]:
+        out, done, info = [], False, {}
+        while not done:
+            obs, reward, done, _, info = env.step(policy(env, None))
+            out.append((reward, info.get("charge"), info.get("request_id")))
+        return out, info["market_summary"]
+
+    first, ledger = rest(lambda env, obs: greedy_action(env))
+    obs = env.set_state(state)
+    assert obs["action_mask"].tolist() == env.episodes.mask[0].astype(np.int8).tolist()
+    again, ledger_again = rest(lambda env, obs: greedy_action(env))
+    assert first == again
+    for key in ("spend", "shown", "exhausted_at"):
+        np.testing.assert_array_equal(ledger[key], ledger_again[key])
+    assert ledger["exhausted_ads"] > 0
+    end = env.get_state()  # a snapshot at the day's end round-trips too
+    env.set_state(state)
+    env.set_state(end)
+    assert env.day.over and env.episodes.done[0] and env.day.summary()["revenue"] == ledger["revenue"]
+    for bad, key in (({**state, "market": {**state["market"], "request": 3}}, "market.request"),
+                     ({**state, "market": {**state["market"], "day": 99}}, "market.day")):
+        with pytest.raises(AdSimStateError) as caught:
+            env.set_state(bad)
+        assert caught.value.key == key
+    ledger_state = state["market"]["ledger"]
+    spent = {**state["market"], "ledger": {**ledger_state, "spend": ledger_state["budget"] * 2}}
+    with pytest.raises(AdSimStateError, match="beyond its budget"):
+        env.set_state({**state, "market": spent})
+    assert env.get_state()["market"]["request"] == end["market"]["request"]  # left as it was
+
+
+def test_an_illegal_action_passes_the_request_and_the_day_goes_on(env_fixture):
+    env = make(env_fixture, max_requests=20)
+    obs, info = env.reset(seed=0)
+    illegal = int(np.flatnonzero(obs["action_mask"] == 0)[0])
+    _, _, done, _, after = env.step(illegal)
+    assert after["illegal_action"] and not done and "charge" not in after
+    assert env.day.position >= 1 and env._request_info()["request_id"] != info["request_id"]
