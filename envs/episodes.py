@@ -172,7 +172,6 @@ class CompiledEpisodeBatch:
         self.depth, self.width, self.n_ads = sim.depth, sim.trie.width, sim.trie.n_items
         self.synthetic = False
         """Whether the request table includes the ARR pool (built on the first synthetic draw)."""
-        self._use_tables(ctx.episode_tables(self.synthetic))
         h = ctx.observations.history.length
         self.arrays = EpisodeArrays(
             table_row=np.zeros(n, dtype=np.int64), prefix=np.full((n, self.depth), -1, dtype=np.int64),
@@ -181,7 +180,7 @@ class CompiledEpisodeBatch:
             done=np.ones(n, dtype=bool), user=np.zeros((n, 5), dtype=np.float32),
             context=np.zeros((n, 6), dtype=np.float32), history_codes=np.full((n, h, self.depth), -1, dtype=np.int64),
             history_type=np.zeros((n, h), dtype=np.int64))
-        self._arrays, self._state = kernels.plain(self.arrays), kernels.plain(self.arrays[:7])
+        self._use_tables(ctx.episode_tables(self.synthetic))
         self._buffers = (np.zeros(1), *(np.zeros(1, dtype=bool) for _ in range(3)))
         """step_one's outputs (row 0), reused."""
         leaf = sim.trie.levels[-1]
@@ -221,7 +220,7 @@ class CompiledEpisodeBatch:
         table_rows = self.ctx.requests.sample_rows(len(rows), rng, self.options.arr_ratio)
         if not self.synthetic and self.options.arr_ratio > 0 and (table_rows >= len(self.ctx.requests)).any():
             self._use_pool()
-        kernels.start_rows(np.asarray(rows, dtype=np.int64), table_rows, *self._start_tables, self._arrays)
+        kernels.start_rows(np.asarray(rows, dtype=np.int64), table_rows, self._kernel)
 
     def step(self, rows: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``EpisodeBatch.step``: rewards, terminated and info arrays (all length n)."""
@@ -231,8 +230,8 @@ class CompiledEpisodeBatch:
         info = {key: np.zeros(self.n) for key in INFO_KEYS}
         info["ad_id"] = np.full(self.n, -1, dtype=np.int64)
         info["illegal_action"] = np.zeros(self.n, dtype=bool)
-        n_pairs = kernels.step_rows(rows, actions, *self._step_tables, self._state, *self._step_args, reward,
-                                    terminated, info["illegal_action"], terminal, self._pairs)
+        n_pairs = kernels.step_rows(rows, actions, self._kernel, *self._step_args, reward, terminated,
+                                    info["illegal_action"], terminal, self._pairs)
         last = rows[terminal[rows]]
         if len(last):
             ev = self._score(last, n_pairs)
@@ -245,8 +244,8 @@ class CompiledEpisodeBatch:
         """``step`` of episode 0 alone, for the single env: reward, terminated, illegal and, when the episode
         ended on an ad, that ad's info."""
         reward, terminated, illegal, terminal = self._buffers
-        n_pairs = kernels.step_rows(_ROW, np.array([action], dtype=np.int64), *self._step_tables, self._state,
-                                    *self._step_args, reward, terminated, illegal, terminal, self._pairs)
+        n_pairs = kernels.step_rows(_ROW, np.array([action], dtype=np.int64), self._kernel, *self._step_args, reward,
+                                    terminated, illegal, terminal, self._pairs)
         if not terminal[0]:
             return float(reward[0]), bool(terminated[0]), bool(illegal[0]), None
         ev = self._score(_ROW, n_pairs)
@@ -282,9 +281,7 @@ class CompiledEpisodeBatch:
 
     def _use_tables(self, tables: kernels.EpisodeTables) -> None:
         self.tables = tables
-        trie, elig, hist, proc, users, requests = kernels.plain(tables)
-        self._start_tables = (trie, elig, hist, users, requests)
-        self._step_tables = (trie, elig, proc, requests)
+        self._kernel = kernels.episode_kernel(tables, self.arrays)
 
     def observation_one(self) -> dict[str, np.ndarray]:
         """Episode 0's observation."""
@@ -322,8 +319,8 @@ def _warm_up(batch: CompiledEpisodeBatch) -> None:
     _warmed.add(id(batch.ctx))
     started = time.perf_counter()
     none = np.zeros(0, dtype=np.int64)
-    kernels.start_rows(none, none, *batch._start_tables, batch._arrays)
-    kernels.step_rows(none, none, *batch._step_tables, batch._state, *batch._step_args, np.zeros(batch.n),
+    kernels.start_rows(none, none, batch._kernel)
+    kernels.step_rows(none, none, batch._kernel, *batch._step_args, np.zeros(batch.n),
                       *(np.zeros(batch.n, dtype=bool) for _ in range(3)), batch._pairs)
     sim = batch.ctx.simulator
     sources = [s for s in (batch.options.reward_source, "model", "truth") if sim.scorers.get(s) is not None]

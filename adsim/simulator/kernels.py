@@ -16,7 +16,8 @@ Sums over a row follow numpy's pairwise summation (``pairwise_sum``), so means a
 
 Kernels are compiled with ``cache=True``: the JIT cost (seconds per kernel) is paid once per machine, in
 ``__pycache__``; ``announce_compiled`` says which ones a process had to compile. Tables are passed as plain tuples
-(``plain``) and unpacked by position: numba types NamedTuple arguments slowly.
+(``plain``) and unpacked by position: numba types NamedTuple arguments slowly. The episode kernels, called at
+every reset and step, take theirs packed in one StructRef (``EpisodeKernel``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import time
 from typing import Literal, NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.experimental import structref
 
 from adsim.trie import SidTrie, TrieTables
 
@@ -558,16 +560,42 @@ NO_ALLOWED = np.zeros((1, 1), dtype=np.bool_)
 """What ``allowed`` is when eligibility is computed (``use_allowed=False``)."""
 
 
-@njit(cache=True)
-def start_rows(rows, table_rows, trie, elig, hist, user_features, requests, ep):
-    """Begin episodes ``rows`` on requests ``table_rows``: features, history tokens, empty prefix, root mask.
+@structref.register
+class _EpisodeKernelType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
 
-    Takes the ``EpisodeTables`` parts it reads (numba unboxes every array of an argument on each call)."""
-    child, start, end, _ = trie
-    _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
-    organic, ads, organic_codes, ad_codes, tokens, n_organic = hist
-    req_user, req_day, req_ts, req_context = requests
-    table_row, prefix, level, obs_level, node, mask, done, user, context, history_codes, history_type = ep
+
+class EpisodeKernel(structref.StructRefProxy):
+    """What the episode kernels read and write, as one numba StructRef: the ``EpisodeTables`` parts (plain
+    tuples) and a batch's ``EpisodeArrays`` (the same memory). Why: numba unboxes every array of every argument
+    on each call, about 4 us for the fifty arrays of these tables, more than a step's work at batch 1; a
+    StructRef is one reference. Field types follow the arrays' (the kernels compile once per set, cached)."""
+
+
+_EPISODE_FIELDS = ("trie", "elig", "hist", "proc", "user_features", "requests", "arrays")
+structref.define_proxy(EpisodeKernel, _EpisodeKernelType, list(_EPISODE_FIELDS))
+
+
+@njit(cache=True)
+def _pack_episodes(trie, elig, hist, proc, user_features, requests, arrays):
+    return EpisodeKernel(trie, elig, hist, proc, user_features, requests, arrays)
+
+
+def episode_kernel(tables: EpisodeTables, arrays: EpisodeArrays) -> EpisodeKernel:
+    """``tables`` and ``arrays`` packed for ``start_rows`` and ``step_rows``."""
+    return _pack_episodes(*plain(tables), plain(arrays))
+
+
+@njit(cache=True)
+def start_rows(rows, table_rows, kernel):
+    """Begin episodes ``rows`` on requests ``table_rows``: features, history tokens, empty prefix, root mask."""
+    child, start, end, _ = kernel.trie
+    _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = kernel.elig
+    organic, ads, organic_codes, ad_codes, tokens, n_organic = kernel.hist
+    req_user, req_day, req_ts, req_context = kernel.requests
+    user_features = kernel.user_features
+    table_row, prefix, level, obs_level, node, mask, done, user, context, history_codes, history_type = kernel.arrays
     n_days = exhausted.shape[0]
     bits = np.empty(target_bits.shape[1], np.int64)
     for i in range(len(rows)):
@@ -586,22 +614,22 @@ def start_rows(rows, table_rows, trie, elig, hist, user_features, requests, ep):
 
 
 @njit(cache=True)
-def step_rows(rows, actions, trie, elig, proc, requests, state, process_rewards, process_scale, penalty, reward,
-              terminated, illegal, terminal, pairs):
+def step_rows(rows, actions, kernel, process_rewards, process_scale, penalty, reward, terminated, illegal, terminal,
+              pairs):
     """Apply ``actions`` to episodes ``rows`` (``EpisodeBatch.step`` up to scoring the last level); returns the
     number of pairs to score.
 
     An illegal action ends its episode with ``penalty``; a legal one extends the prefix, earns the process reward
     at a coarse level (times ``process_scale``) and refreshes the mask; at the last level the episode ends,
     ``terminal`` marks it and its (terminal episode, eligible ad) pairs go to ``pairs`` (2, capacity), in
-    ``evaluate``'s order, for the caller to score (the scorer is Python). ``state`` is the first seven
-    ``EpisodeArrays``; the outputs of ``rows`` are written whole (so buffers can be reused).
+    ``evaluate``'s order, for the caller to score (the scorer is Python). The outputs of ``rows`` are written
+    whole (so buffers can be reused).
     """
-    child, start, end, order = trie
-    _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = elig
-    successes, ad_codes, alphas, history, conditional = proc
-    req_user, req_day, req_ts, _ = requests
-    table_row, prefix, level, obs_level, node, mask, done = state
+    child, start, end, order = kernel.trie
+    _, _, exhausted, _, combo, target_bits, created_bits, created_lo, exhausts_bits = kernel.elig
+    successes, ad_codes, alphas, history, conditional = kernel.proc
+    req_user, req_day, req_ts, _ = kernel.requests
+    table_row, prefix, level, obs_level, node, mask, done = kernel.arrays[:7]
     width, depth, n_days = mask.shape[1], prefix.shape[1], exhausted.shape[0]
     popularity, buf = np.empty(width), np.empty(width)
     bits = np.empty(target_bits.shape[1], np.int64)
@@ -671,7 +699,7 @@ def legal_mask(trie: SidTrie, prefixes: np.ndarray, prefix_sums: np.ndarray) -> 
 
 
 KERNELS = (eligibility_rows, prefix_sums_rows, legal_mask_rows, last_events_rows, history_rows, process_rewards_rows,
-           leaf_pairs, resolve_best, start_rows, step_rows)
+           leaf_pairs, resolve_best, _pack_episodes, start_rows, step_rows)
 """The kernels Python calls (the others are inlined into them)."""
 
 _announced: set[str] = set()
