@@ -18,6 +18,7 @@ from adsim.simulator.kernels import EpisodeArrays
 from adsim.simulator.requests import REQUEST_COLUMNS, RequestBatch, take
 from envs.context import SimulatorContext
 from envs.state import check_compiled_state, check_episodes, check_mapping
+from reward_models.scorer import RewardScorer, TruthScorer
 
 INFO_KEYS = ("ad_id", "pctr", "pcvr", "ecpm", "final_value")
 _ROW = np.zeros(1, dtype=np.int64)
@@ -187,6 +188,9 @@ class CompiledEpisodeBatch:
         self._pairs = np.zeros((2, n * int((leaf.end - leaf.start).max())), dtype=np.int64)
         """The step kernel's (terminal episode, eligible ad) pairs: room for every ad of every episode's leaf."""
         self.scale = float(ctx.reward_scale(options.reward_scale))
+        scorers = (sim.scorers.get(options.reward_source), sim.ranker(sim.scorers.get(options.reward_source)))
+        self._by_id = all(isinstance(s, RewardScorer | TruthScorer) for s in scorers)
+        """Whether terminal pairs are scored by request id (both scorers take ids): no request rows gathered."""
         self._step_args = (bool(options.process_rewards), float(ctx.process_scale), float(options.illegal_penalty))
         _warm_up(self)
 
@@ -257,8 +261,12 @@ class CompiledEpisodeBatch:
         cand, ads = self._pairs[0, :n_pairs].copy(), self._pairs[1, :n_pairs].copy()
         table_rows = self.arrays.table_row[rows]
         table = self.ctx.request_table(self.synthetic)
-        return self.ctx.simulator.evaluate_pairs(take(table, table_rows[cand]), cand, ads, len(rows), 1,
-                                                 self.options.reward_source, table["request_id"][table_rows])
+        request_ids = table["request_id"][table_rows]
+        pair_requests = request_ids[cand]
+        if not self._by_id or (self.synthetic and (pair_requests < 0).any()):  # ARR requests have no id
+            pair_requests = take(table, table_rows[cand])
+        return self.ctx.simulator.evaluate_pairs(pair_requests, cand, ads, len(rows), 1, self.options.reward_source,
+                                                 request_ids)
 
     def column(self, name: str) -> np.ndarray:
         """One request column of every episode (a copy)."""

@@ -18,8 +18,9 @@ arithmetic, the same grid vectors, the same summation orders, the same exp and l
 materialises the feature matrix: pairs' rows go BLOCK at a time through both forests
 (``reward_models.forest.raw_block``) and the eCPM / final_value arithmetic of ``reward_models.value``.
 
-The tables travel to the kernels as one numba ``StructRef`` (``_Tables``): a call costs one argument to type-check
-instead of fifty, which matters at batch 1. Kernels are compiled with ``cache=True`` (once per machine).
+The tables travel to the kernels as one numba ``StructRef`` (``_Tables``), and the forests and prices as another
+(``_Model``): a call costs two arguments to type-check instead of seventy, which matters at batch 1 (the env's
+terminal step). Kernels are compiled with ``cache=True`` (once per machine).
 """
 
 from __future__ import annotations
@@ -88,6 +89,29 @@ _TABLES = _TablesType(list(_FIELDS))
 structref.define_boxing(_TablesType, _Tables)
 
 
+@structref.register
+class _ModelType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class _Model(structref.StructRefProxy):
+    """What ``_score`` reads besides the tables: both forests (``CompiledForest.arrays`` and the sigmoid), the
+    ads' prices and the value config's terms (fields: ``_MODEL_FIELDS``). Built by ``_pack_model``."""
+
+
+_i32, _u32 = types.int32, types.uint32
+_FOREST_FIELDS = (("roots", _i32[::1]), ("nodes", _i32[:, ::1]), ("threshold", _f64[::1]), ("cat_bits", _u32[::1]),
+                  ("leaf_value", _f64[::1]), ("sigmoid", _f64))
+_MODEL_FIELDS = (
+    *((f"ctr_{name}", typ) for name, typ in _FOREST_FIELDS), *((f"cvr_{name}", typ) for name, typ in _FOREST_FIELDS),
+    ("ctcvr", types.boolean), ("goal", _i64[::1]), ("bid", _f64[::1]), ("conversion_value", _f64[::1]),
+    ("uses_pcvr", types.boolean[::1]), ("terms", _i64[::1]), ("coef", _f64[::1]),
+)
+_MODEL = _ModelType(list(_MODEL_FIELDS))
+structref.define_boxing(_ModelType, _Model)
+
+
 @njit(cache=True)
 def _pack(shift, n_days, n_users, n_ads, n_requests, recent_window, long_window, click_window, n_topics,
           temperature, ctr_prior, cvr_prior, strength, requests, user_table, outcome_code, outcome_cum,
@@ -108,6 +132,16 @@ def _pack(shift, n_days, n_users, n_ads, n_requests, recent_window, long_window,
     t.col_request, t.col_pair, t.col_static, t.col_stats = col_request, col_pair, col_static, col_stats
     t.col_user_keys, t.n_features = col_user_keys, n_features
     return t
+
+
+@njit(cache=True)
+def _pack_model(ctr, cvr, ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef):
+    m = structref.new(_MODEL)
+    m.ctr_roots, m.ctr_nodes, m.ctr_threshold, m.ctr_cat_bits, m.ctr_leaf_value, m.ctr_sigmoid = ctr
+    m.cvr_roots, m.cvr_nodes, m.cvr_threshold, m.cvr_cat_bits, m.cvr_leaf_value, m.cvr_sigmoid = cvr
+    m.ctcvr, m.goal, m.bid, m.conversion_value, m.uses_pcvr = ctcvr, goal, bid, conversion_value, uses_pcvr
+    m.terms, m.coef = terms, coef
+    return m
 
 
 def feature_tables(builder: FeatureBuilder) -> _Tables:
@@ -433,12 +467,13 @@ def _reward(p, q, a, ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef)
 
 
 @njit(cache=True)
-def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef):
-    """Fused: the pairs' features, BLOCK rows at a time through both forests, then eCPM and final_value.
-
-    ``ctr``/``cvr`` are the forests' ``arrays() + (sigmoid,)``; ``terms`` indexes TARGETS in the order of the
-    value config's alphas, ``coef`` their alpha x scale.
-    """
+def _score(t, m, req, ad, position):
+    """Fused: the pairs' features, BLOCK rows at a time through both forests, then eCPM and final_value."""
+    ctr_roots, ctr_nodes, ctr_threshold, ctr_cat_bits = m.ctr_roots, m.ctr_nodes, m.ctr_threshold, m.ctr_cat_bits
+    cvr_roots, cvr_nodes, cvr_threshold, cvr_cat_bits = m.cvr_roots, m.cvr_nodes, m.cvr_threshold, m.cvr_cat_bits
+    ctr_leaf, cvr_leaf, ctr_sigmoid, cvr_sigmoid = m.ctr_leaf_value, m.cvr_leaf_value, m.ctr_sigmoid, m.cvr_sigmoid
+    ctcvr, goal, bid, conversion_value, uses_pcvr = m.ctcvr, m.goal, m.bid, m.conversion_value, m.uses_pcvr
+    terms, coef = m.terms, m.coef
     b_n, k_n = ad.shape
     out = np.empty((4, b_n, k_n))
     template, hist, weight, acc, topic_sum, topic_count = _scratch(t)
@@ -456,11 +491,11 @@ def _score(t, req, ad, position, ctr, cvr, ctcvr, goal, bid, conversion_value, u
             pair[n] = b * k_n + k
             n += 1
             if n == rows.shape[0] or (b == b_n - 1 and k == k_n - 1):
-                raw_block(rows, n, ctr[0], ctr[1], ctr[2], ctr[3], ctr[4], raw_ctr)
-                raw_block(rows, n, cvr[0], cvr[1], cvr[2], cvr[3], cvr[4], raw_cvr)
+                raw_block(rows, n, ctr_roots, ctr_nodes, ctr_threshold, ctr_cat_bits, ctr_leaf, raw_ctr)
+                raw_block(rows, n, cvr_roots, cvr_nodes, cvr_threshold, cvr_cat_bits, cvr_leaf, raw_cvr)
                 for i in range(n):
                     pb, pk = pair[i] // k_n, pair[i] % k_n
-                    p, q, e, v = _reward(probability(raw_ctr[i], ctr[5]), probability(raw_cvr[i], cvr[5]),
+                    p, q, e, v = _reward(probability(raw_ctr[i], ctr_sigmoid), probability(raw_cvr[i], cvr_sigmoid),
                                          ad[pb, pk], ctcvr, goal, bid, conversion_value, uses_pcvr, terms, coef)
                     out[0, pb, pk], out[1, pb, pk], out[2, pb, pk], out[3, pb, pk] = p, q, e, v
                 n = 0
@@ -517,18 +552,19 @@ class CompiledScorer:
     def __init__(self, features: FeatureBuilder, pctr: CompiledForest, pcvr: CompiledForest, value: ValueConfig,
                  ctcvr: bool):
         self.features = CompiledFeatures(features)
-        self.forests = tuple((*forest.arrays(), float(forest.sigmoid)) for forest in (pctr, pcvr))
+        forests = [(*forest.arrays(), float(forest.sigmoid)) for forest in (pctr, pcvr)]
         prices, goals = features.prices, np.arange(len(GOALS))
         # the goals whose eCPM depends on pCVR (estimated_ecpm's rule, which the kernel's arithmetic repeats)
         uses_pcvr = estimated_ecpm(goals, np.ones(len(goals)), np.ones(len(goals)), np.zeros(len(goals))) == 0
-        self.prices = (prices.goal, prices.bid, prices.conversion_value, uses_pcvr)
         if value.alphas and set(value.alphas) - set(value.scales):
             value.final_value(np.zeros(1), {})  # raises ValueConfig's own error
-        self.terms = np.array([TARGETS.index(name) for name in value.alphas], dtype=np.int64)
-        self.coef = np.array([value.alphas[name] * value.scales[name] for name in value.alphas], dtype=np.float64)
-        self.ctcvr = bool(ctcvr)
+        terms = np.array([TARGETS.index(name) for name in value.alphas], dtype=np.int64)
+        coef = np.array([value.alphas[name] * value.scales[name] for name in value.alphas], dtype=np.float64)
+        c = np.ascontiguousarray
+        self.model = _pack_model(*forests, bool(ctcvr), c(prices.goal, dtype=np.int64),
+                                 c(prices.bid, dtype=np.float64), c(prices.conversion_value, dtype=np.float64),
+                                 c(uses_pcvr, dtype=np.bool_), terms, coef)
 
     def score(self, requests: Requests, ad_ids: np.ndarray, position: int | np.ndarray = 0) -> Scores:
         req, ad, pos = self.features.inputs(requests, ad_ids, position)
-        return Scores(*_score(self.features.tables, req, ad, pos, *self.forests, self.ctcvr, *self.prices,
-                              self.terms, self.coef))
+        return Scores(*_score(self.features.tables, self.model, req, ad, pos))

@@ -466,12 +466,14 @@ def leaf_pairs(paths, k, users, days, ts, allowed, use_allowed, trie, elig):
 
 
 @njit(cache=True)
-def resolve_best(cand, ads, pctr, pcvr, ecpm, final, k, price, use_price, ad_id, valid, won, out, pair):
+def resolve_best(cand, ads, pctr, pcvr, ecpm, final, b, k, price, use_price):
     """Per candidate, the pair with the highest eCPM (ties: the first, as ``evaluate``'s stable lexsort; NaN
-    last), then market prices and the z-score. Scores are the scorer's (n_pairs, 1) arrays; writes ``ad_id``
-    (-1 filled), ``valid``, ``won`` (zero filled), ``out`` (5, B*K): pctr, pcvr, ecpm, final_value, zscore, and
-    ``pair`` (-1 filled): the chosen pair's index."""
-    n = len(ad_id)
+    last), then market prices and the z-score. Scores are the scorer's (n_pairs, 1) arrays. Returns (B, K)
+    ``ad_id`` (-1 where invalid), ``valid``, ``won``, (5, B, K) pctr, pcvr, ecpm, final_value and zscore, and (B, K)
+    ``pair``: the chosen pair's index (-1 where invalid); allocated here, as one call costs less than five."""
+    n = b * k
+    ad_id, valid, won = np.full(n, -1, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+    out, pair = np.zeros((5, n)), np.full(n, -1, np.int64)
     first = np.full(n, -1, np.int64)
     for i in range(len(cand)):
         c = cand[i]
@@ -488,7 +490,9 @@ def resolve_best(cand, ads, pctr, pcvr, ecpm, final, k, price, use_price, ad_id,
             won[c] = out[2, c] >= price[c // k]
             if not won[c]:
                 out[3, c] = 0.0
-    zscore_rows(out[3], valid, n // k, k, out[4])
+    zscore_rows(out[3], valid, b, k, out[4])
+    return (ad_id.reshape(b, k), valid.reshape(b, k), won.reshape(b, k), out.reshape(5, b, k),
+            pair.reshape(b, k))
 
 
 @njit(cache=True)

@@ -217,11 +217,14 @@ class Simulator:
                                        use_allowed, *self._kernel_tables)
         return self._resolve(take(requests, cand // k), cand, ads, b, k, scorer, requests["request_id"])
 
-    def evaluate_pairs(self, pair_requests: RequestBatch, cand: np.ndarray, ads: np.ndarray, b: int, k: int,
-                       reward_source: RewardSource, request_ids: np.ndarray) -> Evaluation:
+    def evaluate_pairs(self, pair_requests: RequestBatch | np.ndarray, cand: np.ndarray, ads: np.ndarray, b: int,
+                       k: int, reward_source: RewardSource, request_ids: np.ndarray) -> Evaluation:
         """``evaluate(backend="compiled")`` from its pairs on: the (candidate, allowed ad on its leaf) pairs of B*K
         candidates (candidates ascending, ads in trie order), each pair's request, and the B request ids (market
-        prices). For callers that resolved the paths themselves (the env's step kernel)."""
+        prices). For callers that resolved the paths themselves (the env's step kernel).
+
+        ``pair_requests`` may be the pairs' logged request ids where every scorer in use takes ids (the reward
+        models and the truth do): then no request rows are gathered, and the compiled scorer reads its own."""
         return self._resolve(pair_requests, cand, ads, b, k, self.scorer(reward_source), request_ids)
 
     def ranker(self, scorer: Scorer) -> Scorer:
@@ -229,7 +232,7 @@ class Simulator:
         simulator has them, whatever source then scores that ad."""
         return self.scorers["model"] or scorer
 
-    def _resolve(self, pair_requests: RequestBatch, cand: np.ndarray, ads: np.ndarray, b: int, k: int,
+    def _resolve(self, pair_requests: RequestBatch | np.ndarray, cand: np.ndarray, ads: np.ndarray, b: int, k: int,
                  scorer: Scorer, request_ids: np.ndarray) -> Evaluation:
         ranker = self.ranker(scorer)
         if len(cand):
@@ -242,24 +245,22 @@ class Simulator:
         if use_price:
             rid = np.asarray(request_ids, dtype=np.int64)
             price = self.market_price[np.where(rid >= 0, rid, -1 - rid) % len(self.market_price)]
-        ad_id, valid, won, out = np.full(b * k, -1), np.zeros(b * k, dtype=bool), np.zeros(b * k, dtype=bool), np.zeros(
-            (5, b * k))
-        pair = np.full(b * k, -1, dtype=np.int64)
-        kernels.resolve_best(cand, ads, *(np.asarray(part, dtype=np.float64) for part in scores), k, price, use_price,
-                             ad_id, valid, won, out, pair)
+        ad_id, valid, won, out, pair = kernels.resolve_best(
+            cand, ads, *(np.asarray(part, dtype=np.float64) for part in scores), b, k, price, use_price)
         if scorer is not ranker and valid.any():  # the same ads, scored by the requested source
             chosen = np.flatnonzero(valid)
-            source = scorer.score(take(pair_requests, pair[chosen]), ad_id[chosen, None])
+            rows, flat = pair.ravel()[chosen], out.reshape(5, b * k)
+            source = scorer.score(pair_requests[rows] if isinstance(pair_requests, np.ndarray)
+                                  else take(pair_requests, rows), ad_id.ravel()[chosen, None])
             self.calls += len(chosen)
             for row, part in enumerate(source[:4]):
-                out[row, chosen] = part[:, 0]
+                flat[row, chosen] = part[:, 0]
             if use_price:
-                out[3] = np.where(won, out[3], 0.0)
-            out[4] = 0.0
-            kernels.zscore_rows(out[3], valid, b, k, out[4])
-        pctr, pcvr, ecpm, final, z = (row.reshape(b, k) for row in out)
-        return Evaluation(ad_id.reshape(b, k), valid.reshape(b, k), pctr, pcvr, ecpm, final, z,
-                          won.reshape(b, k) if use_price else None)
+                flat[3] = np.where(won.ravel(), flat[3], 0.0)
+            flat[4] = 0.0
+            kernels.zscore_rows(flat[3], valid.ravel(), b, k, flat[4])
+        pctr, pcvr, ecpm, final, z = out
+        return Evaluation(ad_id, valid, pctr, pcvr, ecpm, final, z, won if use_price else None)
 
     def oracle(self, requests: RequestBatch, reward_source: RewardSource = "model",
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
