@@ -72,9 +72,9 @@ _FIELDS = (
     # logged requests (6, n) in REQUEST_COLUMNS order, user profiles (n_users, 5)
     ("requests", _i64[:, ::1]), ("user_table", _f32[:, ::1]),
     # timelines (adsim.simulator.history.EventIndex arrays)
-    ("outcome_code", _i64[::1]), ("outcome_cum", _f32[:, ::1]),
+    ("outcome_code", _i64[::1]), ("outcome_cum", _f32[:, ::1]), ("outcome_offsets", _i64[::1]),
     ("organic_code", _i64[::1]), ("organic_item", _i64[::1]), ("organic_count", _f32[::1]),
-    ("click_code", _i64[::1]), ("click_item", _i64[::1]),
+    ("organic_offsets", _i64[::1]), ("click_code", _i64[::1]), ("click_item", _i64[::1]), ("click_offsets", _i64[::1]),
     ("key_code", _i64[:, ::1]), ("key_cum", _f32[:, :, ::1]), ("key_n", _i64[::1]), ("key_kind", _i64[::1]),
     # embeddings (on the grid) and ads
     ("organic_emb", _f32[:, ::1]), ("organic_topic", _i64[::1]), ("ad_emb", _f32[:, ::1]),
@@ -115,7 +115,8 @@ structref.define_boxing(_ModelType, _Model)
 @njit(cache=True)
 def _pack(shift, n_days, n_users, n_ads, n_requests, recent_window, long_window, click_window, n_topics,
           temperature, ctr_prior, cvr_prior, strength, requests, user_table, outcome_code, outcome_cum,
-          organic_code, organic_item, organic_count, click_code, click_item, key_code, key_cum, key_n, key_kind,
+          outcome_offsets, organic_code, organic_item, organic_count, organic_offsets, click_code, click_item,
+          click_offsets, key_code, key_cum, key_n, key_kind,
           organic_emb, organic_topic, ad_emb, ad_static, created_day, ad_entity, rates, rates_offset, rates_width,
           col_request, col_pair, col_static, col_stats, col_user_keys, n_features):
     t = structref.new(_TABLES)
@@ -125,6 +126,7 @@ def _pack(shift, n_days, n_users, n_ads, n_requests, recent_window, long_window,
     t.requests, t.user_table, t.outcome_code, t.outcome_cum = requests, user_table, outcome_code, outcome_cum
     t.organic_code, t.organic_item, t.organic_count = organic_code, organic_item, organic_count
     t.click_code, t.click_item = click_code, click_item
+    t.outcome_offsets, t.organic_offsets, t.click_offsets = outcome_offsets, organic_offsets, click_offsets
     t.key_code, t.key_cum, t.key_n, t.key_kind = key_code, key_cum, key_n, key_kind
     t.organic_emb, t.organic_topic, t.ad_emb = organic_emb, organic_topic, ad_emb
     t.ad_static, t.created_day, t.ad_entity = ad_static, created_day, ad_entity
@@ -179,9 +181,10 @@ def _tables(builder: FeatureBuilder) -> _Tables:
         # the reference's _rate on float32 counts: (events + float32(strength * prior)) / (trials + float32(strength))
         np.float32(strength * builder.prior_ctr), np.float32(strength * builder.prior_cvr), np.float32(strength),
         builder.request_matrix, f32(builder.user_columns.values()),
-        builder.user_outcomes.code, builder.user_outcomes.cum,
+        builder.user_outcomes.code, builder.user_outcomes.cum, builder.user_outcomes.group_offsets,
         builder.organic.code, builder.organic.payload["item"], i64(builder.organic.cum[:, 0]),
-        builder.clicks.code, builder.clicks.payload["item"],
+        builder.organic.group_offsets, builder.clicks.code, builder.clicks.payload["item"],
+        builder.clicks.group_offsets,
         builder.key_code, builder.key_cum, np.array([key.n_keys for key in builder.keys], dtype=np.int64),
         np.arange(2, 2 + len(builder.keys), dtype=np.int64),
         builder.organic_emb, builder.organic_topic, builder.ad_emb,
@@ -219,6 +222,15 @@ def _last_in(code, lo, hi, shift, group, ts):
 
 
 @njit(cache=True)
+def _last_of(code, offsets, shift, group, ts):
+    """``_last_before`` within the group's own events where ``offsets`` (``EventIndex.group_offsets``) covers the
+    group: the same index, found in a few cache lines instead of a binary search over every user's events."""
+    if 0 <= group < offsets.shape[0] - 1:
+        return _last_in(code, offsets[group], offsets[group + 1], shift, group, ts)
+    return _last_before(code, shift, group, ts)
+
+
+@njit(cache=True)
 def _run(code, shift, group, last, size):
     """How many of the ``size`` events up to ``last`` (newest first) belong to ``group`` (``EventIndex.window``)."""
     n = 0
@@ -246,17 +258,17 @@ def _request(t, user, ts, hour, device, placement, template, hist, weight, topic
     template[col[0]], template[col[1]], template[col[2]] = hour, device, placement
     for j in range(user_table.shape[1]):
         template[col[3 + j]] = user_table[user, j]
-    i = _last_before(t.outcome_code, shift, user, ts)
+    i = _last_of(t.outcome_code, t.outcome_offsets, shift, user, ts)
     imp, clk, conv = outcome_cum[i, 0], outcome_cum[i, 1], outcome_cum[i, 2]
     template[col[8]], template[col[9]], template[col[11]] = imp, clk, conv
     template[col[10]] = (clk + t.ctr_prior) / (imp + t.strength)
     template[col[12]] = (conv + t.cvr_prior) / (clk + t.strength)
-    last = _last_before(organic_code, shift, user, ts)
+    last = _last_of(organic_code, t.organic_offsets, shift, user, ts)
     template[col[13]] = t.organic_count[last]
 
     n = _run(organic_code, shift, user, last, max(long_window, recent_window))
     nr, nl = min(n, recent_window), min(n, long_window)
-    last_click = _last_before(click_code, shift, user, ts)
+    last_click = _last_of(click_code, t.click_offsets, shift, user, ts)
     nc = _run(click_code, shift, user, last_click, t.click_window)
     c_long = nr + nc
     long_sum, click_sum = hist[c_long], hist[c_long + 1]
@@ -306,6 +318,9 @@ def _request(t, user, ts, hour, device, placement, template, hist, weight, topic
         weight[nt] = count / max(nl, 1)
         nt += 1
     # the user's impressions: the same index range in every user x key index (each sorts by user first) as here
+    offsets = t.outcome_offsets
+    if user < offsets.shape[0] - 1:
+        return nr, nc, nl, nt, offsets[user], offsets[user + 1]
     first = np.searchsorted(t.outcome_code, user << shift)
     return nr, nc, nl, nt, first, np.searchsorted(t.outcome_code, (user + 1) << shift)
 
