@@ -182,6 +182,11 @@ class CompiledEpisodeBatch:
             context=np.zeros((n, 6), dtype=np.float32), history_codes=np.full((n, h, self.depth), -1, dtype=np.int64),
             history_type=np.zeros((n, h), dtype=np.int64))
         self._use_tables(ctx.episode_tables(self.synthetic))
+        a = self.arrays
+        self._row0 = (("user", a.user[0]), ("context", a.context[0]), ("history_codes", a.history_codes[0]),
+                      ("history_type", a.history_type[0]), ("prefix", a.prefix[0]), ("level", a.obs_level[0]),
+                      ("action_mask", a.mask[0].view(np.int8)))
+        """Episode 0's observation as views of the arrays, made once (``observation_one`` copies them)."""
         self._buffers = (np.zeros(1), *(np.zeros(1, dtype=bool) for _ in range(3)))
         """step_one's outputs (row 0), reused."""
         leaf = sim.trie.levels[-1]
@@ -253,7 +258,7 @@ class CompiledEpisodeBatch:
         if not terminal[0]:
             return float(reward[0]), bool(terminated[0]), bool(illegal[0]), None
         ev = self._score(_ROW, n_pairs)
-        info = {key: getattr(ev, key)[0, 0].item() for key in INFO_KEYS}
+        info = {key: getattr(ev, key).item(0) for key in INFO_KEYS}
         return info[self.options.reward] * self.scale, True, False, info
 
     def _score(self, rows: np.ndarray, n_pairs: int):
@@ -293,10 +298,7 @@ class CompiledEpisodeBatch:
 
     def observation_one(self) -> dict[str, np.ndarray]:
         """Episode 0's observation."""
-        a = self.arrays
-        return {"user": a.user[0].copy(), "context": a.context[0].copy(), "history_codes": a.history_codes[0].copy(),
-                "history_type": a.history_type[0].copy(), "prefix": a.prefix[0].copy(), "level": a.obs_level[0].copy(),
-                "action_mask": a.mask[0].view(np.int8).copy()}
+        return {key: view.copy() for key, view in self._row0}
 
     def get_state(self) -> dict:
         """A deep copy of every array (planners branch from it)."""
