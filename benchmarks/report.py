@@ -78,7 +78,8 @@ def provenance() -> dict:
 def provenance_lines(info: dict) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return (f"Command: `{info['command']}`  \nCommit {info['commit']}, adsim {info['adsim']}, generator "
-            f"v{info['generator_version']}, simulator v{info.get('simulator_version', 1)}, Python {info['python']} ({libs}), {info['machine']}, wall time "
+            f"v{info['generator_version']}, simulator v{info.get('simulator_version', 1)}, Python {info['python']} "
+            f"({libs}), {info['machine']}, wall time "
             f"{info['wall_time_s']:.0f} s, finished {info['finished']}.")
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import TruthLikeScorer
 
 import envs  # noqa: F401  (registers AdSim-v0)
 from adsim import Scenario
+from adsim.sid.pipeline import bundle_sids
 from adsim.simulator.requests import take
 from adsim.simulator.scoring import Scores
 from adsim.simulator.simulator import ProcessRewardConfig, Simulator
-from adsim.sid.pipeline import bundle_sids
-from conftest import TruthLikeScorer
 from envs.context import SimulatorContext
 from envs.observation import ObservationBuilder
 

@@ -68,7 +68,8 @@ def sim_cluster() -> Iterator[SimCluster]:
         _, survivors = psutil.wait_procs(slow, timeout=10)
         shutil.rmtree(root, ignore_errors=True)
         if slow:  # a loaded machine can keep a dying worker of a killed node for over a minute; killed by PID now
-            warnings.warn(f"Ray processes still exiting 60 s after shutdown, killed: {[p.pid for p in slow]}")
+            warnings.warn(f"Ray processes still exiting 60 s after shutdown, killed: {[p.pid for p in slow]}",
+                          stacklevel=1)
         left = [p.pid for p in survivors if _running(p)]
         assert not left, f"Ray processes left behind that survived SIGKILL: {left}"
 
