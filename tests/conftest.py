@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +163,16 @@ def checked_env():
         return env
 
     return make
+
+
+@contextmanager
+def private_ray(tmp: Path) -> Iterator[None]:
+    """One local 2-CPU Ray with every file under ``tmp``; no Ray process may outlive it (10 s to exit)."""
+    from agents.rllib.session import leftover_ray_processes, ray_session
+
+    with ray_session(num_cpus=2, temp_dir=tmp / "r"):
+        yield
+    deadline = time.monotonic() + 10
+    while leftover_ray_processes(tmp / "r") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert leftover_ray_processes(tmp / "r") == []

@@ -21,24 +21,19 @@ from agents.rllib.config import build_algo, ppo_config  # noqa: E402
 from agents.rllib.mcts_trainable import MCTSTrainable  # noqa: E402
 from agents.rllib.module import AdSimTorchRLModule  # noqa: E402
 from agents.rllib.policy import ModulePolicy, load_module  # noqa: E402
-from agents.rllib.session import leftover_ray_processes, ray_session  # noqa: E402
 from envs.adsim_env import AdSimEnv  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ray_tmp(tmp_path_factory):
     """One local Ray instance for the module (2 CPUs), all its files under a temp dir; no daemon survives."""
-    from conftest import TruthLikeScorer
+    from conftest import TruthLikeScorer, private_ray
 
     tmp = tmp_path_factory.mktemp("ray")
     # remote workers cannot import the tests' conftest: ship the stand-in scorer class by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[TruthLikeScorer.__module__])
-    with ray_session(num_cpus=2, temp_dir=tmp / "r"):
+    with private_ray(tmp):
         yield tmp
-    deadline = time.monotonic() + 10
-    while leftover_ray_processes(tmp / "r") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert leftover_ray_processes(tmp / "r") == []
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ RLlib's default module on AdSim-v0's Dict observation is refused with the way ou
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -22,15 +20,11 @@ random legal play's."""
 @pytest.fixture(scope="module")
 def ray_tmp(tmp_path_factory):
     """One private 2-CPU Ray for the module, its files under a temp dir; no daemon survives."""
-    from agents.rllib.session import leftover_ray_processes, ray_session
+    from conftest import private_ray
 
     tmp = tmp_path_factory.mktemp("ray")
-    with ray_session(num_cpus=2, temp_dir=tmp / "r"):
+    with private_ray(tmp):
         yield tmp
-    deadline = time.monotonic() + 10
-    while leftover_ray_processes(tmp / "r") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert leftover_ray_processes(tmp / "r") == []
 
 
 def test_default_module_on_the_dict_env_names_the_ways_out(tmp_path):

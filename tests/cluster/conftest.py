@@ -7,9 +7,9 @@ SIGKILLed with ``SimCluster.kill`` and replaced with ``SimCluster.restore``; nod
 every second) so the tests stay short.
 
 The cluster lives for the package's tests and leaves nothing behind: Ray is shut down, the nodes are stopped by
-``cluster.shutdown()``, and every process the cluster ever started must then be gone: one still exiting after a
-minute (a loaded machine can be that slow to reap a killed node's workers) is killed by PID with a warning, and one
-that survives SIGKILL fails the run. ``ray stop`` is never used: it would kill every Ray on the machine.
+``cluster.shutdown()``, and every process the cluster ever started must then be gone: one still exiting after
+``EXIT_GRACE_S`` (a killed node's workers can linger) is killed by PID with a warning, and one that survives SIGKILL
+fails the run. ``ray stop`` is never used: it would kill every Ray on the machine.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ ray = pytest.importorskip("ray")
 
 from adsim.world.shards import FAULT_DIR_ENV, clear_faults  # noqa: E402
 from cluster.simcluster import FAST_DEATH, N_NODES, Shipped, SimCluster  # noqa: E402  (after the skip)
+
+EXIT_GRACE_S = 15
+"""How long the cluster's processes get to exit after shutdown before the ones left are killed by PID."""
 
 
 @pytest.fixture(scope="package")
@@ -61,14 +64,15 @@ def sim_cluster() -> Iterator[SimCluster]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _, alive = psutil.wait_procs(list(state.started.values()), timeout=60)  # slow to exit on a loaded machine
+        _, alive = psutil.wait_procs(list(state.started.values()), timeout=EXIT_GRACE_S)
         slow = [p for p in alive if _running(p)]  # a zombie has exited; its (dead) parent just never reaped it
         for process in slow:
             _kill(process)
         _, survivors = psutil.wait_procs(slow, timeout=10)
         shutil.rmtree(root, ignore_errors=True)
-        if slow:  # a loaded machine can keep a dying worker of a killed node for over a minute; killed by PID now
-            warnings.warn(f"Ray processes still exiting 60 s after shutdown, killed: {[p.pid for p in slow]}",
+        if slow:  # a worker of a SIGKILLed node can linger (over a minute on a loaded machine): killed by PID now
+            warnings.warn(f"Ray processes still exiting {EXIT_GRACE_S} s after shutdown, killed: "
+                          f"{[p.pid for p in slow]}",
                           stacklevel=1)
         left = [p.pid for p in survivors if _running(p)]
         assert not left, f"Ray processes left behind that survived SIGKILL: {left}"
