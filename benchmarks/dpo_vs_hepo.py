@@ -100,6 +100,9 @@ class Preset:
     """One whole chain (MTP, VAFT, every post-training method) per seed."""
     tune_seed: int = 100
     """The chain the search trains (scored on validation requests), apart from every test seed."""
+    tune_world: int | None = None
+    """World whose search chooses every world's settings (robustness: do the settings and verdicts transfer to
+    fresh worlds?); None: each world is searched on its own validation requests."""
     n_embd: int = 32
     mtp_steps: int = 150
     vaft_steps: int = 60
@@ -459,6 +462,45 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ROBUST_METRICS = ("model/ndcg", "model/avg_over_oracle", "model/normalised_score", "truth/ndcg",
+                  "truth/avg_over_oracle", "truth/normalised_score")
+
+
+def robustness_table(worlds: list[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
+    """Each verdict of ``verdict_table`` on each world side by side (rows: claim x metric), with how many worlds
+    it holds / is reversed in."""
+    per_world = {w: verdict_table(df).set_index("claim") for w, df in worlds}
+    claims = list(dict.fromkeys(c for table in per_world.values() for c in table.index))
+    rows = []
+    for claim in claims:
+        for metric in ROBUST_METRICS:
+            cells = {f"world {w}": (t.at[claim, metric] if claim in t.index and metric in t.columns else "-")
+                     for w, t in per_world.items()}
+            verdicts = [str(c).split(" (")[0] for c in cells.values()]
+            rows.append({"claim": claim, "metric": metric, **cells,
+                         "holds in": f"{verdicts.count('holds')} of {len(verdicts)}",
+                         "reversed in": f"{verdicts.count('reversed')} of {len(verdicts)}"})
+    return pd.DataFrame(rows)
+
+
+def write_robustness(cfg: Config, root: Path, runs: Path, tables: list[tuple[int, pd.DataFrame]],
+                     seconds: float) -> None:
+    """The verdicts on the tuning world beside those on the fresh worlds (the tuning world's test rows are read
+    from their pieces, run if missing)."""
+    p = cfg.settings
+    worlds = dict(tables)
+    if p.tune_world not in worlds:
+        worlds[p.tune_world] = run_world(cfg, root, runs, p.tune_world)[0]
+    ordered = sorted(worlds.items(), key=lambda kv: (kv[0] != p.tune_world, kv[0]))
+    write_report(root, "robustness", robustness_table(ordered), title=f"Robustness: GPR's ordering on "
+                 f"{len(ordered)} worlds ({p.scenario}, {len(p.seeds)} seeds each)",
+                 notes=f"Every world's settings come from the search on world {p.tune_world} (chosen.md): the "
+                 "fresh worlds test whether the tuned methods and the verdicts transfer. Each cell is the "
+                 "seed-paired difference (95% t-interval, benchmarks.stats) on that world's held-out test requests. "
+                 f"Methods: {', '.join(p.methods)}. Wall time of this invocation {seconds:.0f} s (pieces already "
+                 "done were reused).")
+
+
 def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
     import matplotlib
 
@@ -496,13 +538,14 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- main
 def run_world(cfg: Config, root: Path, runs: Path, world: int) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
     p = cfg.settings
+    searched = world if p.tune_world is None else p.tune_world
     # chains first (every later piece starts from one), then the search, then the test rows
-    run_pieces(cfg, root, runs, [Piece("chain", world, s) for s in (p.tune_seed, *p.seeds)])
-    run_pieces(cfg, root, runs, search_pieces(p, world))
-    knob = hepo_knob({name: {"overrides": o} for name, o in choose(p, root, world)[1].items()})
+    run_pieces(cfg, root, runs, [Piece("chain", world, s) for s in p.seeds])
+    run_pieces(cfg, root, runs, [Piece("chain", searched, p.tune_seed), *search_pieces(p, searched)])
+    knob = hepo_knob({name: {"overrides": o} for name, o in choose(p, root, searched)[1].items()})
     if knob is not None:
-        run_pieces(cfg, root, runs, search_pieces(p, world, knob))
-    search, best = choose(p, root, world)
+        run_pieces(cfg, root, runs, search_pieces(p, searched, knob))
+    search, best = choose(p, root, searched)
     tests = [Piece("test", world, s, name, _frozen(best[name])) for s in p.seeds for name in p.methods]
     run_pieces(cfg, root, runs, tests)
     rows, curves = [], {}
@@ -535,16 +578,22 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         suffix = "" if len(settings.world_seeds) == 1 else f"_world{world}"
         runs_df.to_csv(root / f"runs{suffix}.csv", index=False)
         plot_curves(curves, root / f"learning_curves{suffix}.png")
-        write_report(root, f"search{suffix}", search, title=f"Hyper-parameter search (world {world}), validation "
-                     f"requests of seed {settings.tune_seed}",
-                     notes=f"Each method's cell with the best {SELECT} on validation requests is chosen; every cell "
-                     f"spends the same simulator budget ({settings.iterations} x {settings.requests_per_iter} x "
-                     f"{settings.candidates} scored paths). Ablations search lr with HEPO's chosen knob.")
+        searched = world if settings.tune_world is None else settings.tune_world
+        if searched == world:
+            write_report(root, f"search{suffix}", search, title=f"Hyper-parameter search (world {world}), "
+                         f"validation requests of seed {settings.tune_seed}",
+                         notes=f"Each method's cell with the best {SELECT} on validation requests is chosen; every "
+                         f"cell spends the same simulator budget ({settings.iterations} x "
+                         f"{settings.requests_per_iter} x {settings.candidates} scored paths). Ablations search lr "
+                         "with HEPO's chosen knob.")
         chosen = pd.DataFrame([{"model": k, "settings": ", ".join(f"{kk}={v}" for kk, v in o.items())}
                                for k, o in best.items()])
-        write_report(root, f"chosen{suffix}", chosen, title=f"Chosen post-training settings (world {world})")
+        write_report(root, f"chosen{suffix}", chosen, title=f"Chosen post-training settings (world {world}, "
+                     f"from the search on world {searched})")
         all_runs.append(runs_df)
         tables.append((world, runs_df))
+    if settings.tune_world is not None:
+        write_robustness(cfg, root, runs, tables, time.perf_counter() - started)
     runs_df = pd.concat(all_runs, ignore_index=True)
     for world, df in tables:
         suffix = "" if len(tables) == 1 else f"_world{world}"

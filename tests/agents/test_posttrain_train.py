@@ -198,12 +198,34 @@ def test_benchmark_smoke_preset_writes_every_table_and_resumes_from_its_pieces(t
     assert (root / "learning_curves.png").stat().st_size > 1000
     calls = runs.groupby("model")["simulator_calls"].first()
     assert calls["+DPO"] == calls["+HEPO"] == calls["HEPO cold critic"] > 0, "every method spends the same budget"
-    # a rerun finds every piece done and merges the same table
+    # a rerun finds every piece done and merges the same table (here with the robustness report on)
     pieces = sorted((root / "pieces").rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in pieces]
-    again = main(argv)
+    again = main([*argv, "--tune-world", "0"])
     assert [p.stat().st_mtime_ns for p in pieces] == stamps
     pd.testing.assert_frame_equal(again.drop(columns="train_seconds"), runs.drop(columns="train_seconds"))
+    robust = pd.read_csv(root / "robustness.csv")
+    assert list(robust.columns[:3]) == ["claim", "metric", "world 0"] and robust["holds in"].str.endswith("of 1").all()
+
+
+def test_robustness_table_sets_each_worlds_verdicts_side_by_side():
+    """Hand numbers: +HEPO beats +DPO by 0.1 on every seed of world 0 (holds) and loses by 0.1 on world 1
+    (reversed); the count columns say so."""
+    from benchmarks.dpo_vs_hepo import robustness_table
+
+    def world(sign: float) -> pd.DataFrame:
+        rows = []
+        for seed in range(4):
+            jitter = 0.01 * seed
+            for name, value in (("+HEPO", 0.5 + sign * 0.1 + jitter), ("+DPO", 0.5 + jitter)):
+                rows.append({"model": name, "seed": seed, "model/avg_over_oracle": value})
+        return pd.DataFrame(rows)
+
+    table = robustness_table([(0, world(+1)), (1, world(-1))]).set_index(["claim", "metric"])
+    row = table.loc[("+HEPO > +DPO", "model/avg_over_oracle")]
+    assert row["world 0"].startswith("holds") and row["world 1"].startswith("reversed")
+    assert row["holds in"] == "1 of 2" and row["reversed in"] == "1 of 2"
+    assert table.loc[("+HEPO > +DPO", "truth/ndcg"), "world 0"] == "-"  # a column the runs lack
 
 
 def test_cli_runs_a_short_job(vaft_checkpoint, tmp_path, capsys):
