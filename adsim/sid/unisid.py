@@ -11,8 +11,8 @@ Our reading of the abstract, as implemented here:
 * Multi-granularity contrastive alignment: the quantized prefix of level l (sum of the first l codewords) is pulled
   towards the item's view at that granularity and pushed from the other items' views by InfoNCE over the batch.
   Level l <= C (C = number of attribute columns) views attribute columns 1..l, so coarse levels align with
-  categories (items of one category are each other's positives); deeper levels view the full item (embedding and
-  every attribute), so they tell items apart.
+  categories (items of one category are each other's positives, an item missing one of those attributes sits the
+  level out); deeper levels view the full item (embedding and every attribute), so they tell items apart.
 * Summary reconstruction: from the sum of the code embeddings a decoder rebuilds the ad's summary, its embedding
   (squared error) and attribute bag (a cross-entropy per column).
 
