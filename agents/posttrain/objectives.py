@@ -1,4 +1,5 @@
-"""Post-training objectives as pure functions: HEPO's advantages and losses, GRPO's, DPO's, and preference pairs.
+"""Post-training objectives as pure functions: HEPO's advantages and losses, GRPO's, Sibling-GRPO's (V-STAR), DPO's,
+and preference pairs.
 
 Shapes: N candidate paths (flattened requests x K), L SID levels. Level indices here are 0-based: level l
 chooses z_{l+1} in the paper's 1-based notation. ``values[:, l]`` is the critic's V(s, z_{1:l}), the value of the
@@ -94,6 +95,46 @@ def grpo_advantages(terminal_zscore: np.ndarray, depth: int) -> Advantages:
     """GRPO: every level gets its path's group z-scored final_value; no critic (returns are unused zeros)."""
     z = np.asarray(terminal_zscore, dtype=np.float64)
     return Advantages(np.repeat(z[:, None], depth, axis=1), np.zeros((len(z), depth)))
+
+
+def sibling_advantages(paths: np.ndarray, rewards: np.ndarray, valid: np.ndarray | None = None,
+                        eps: float = 1e-6) -> np.ndarray:
+    """Sibling-GRPO (V-STAR): (B, K, L) paths, (B, K) rewards -> (B, K, L) sibling-relative advantages.
+
+    Spec (our reading of V-STAR): a request's valid candidates form a prefix tree. Candidate k's decision at level l
+    (0-based, choosing z_{l+1}) leads from its parent node p = z_{1:l} to the child node n = z_{1:l+1}. With Q(n) the
+    mean reward of the valid candidates whose paths pass through n, and the siblings of n the distinct children of
+    p that some valid candidate reaches (n included),
+
+        A[k, l] = (Q(n) - mean over siblings s of Q(s)) / (sigma + eps),
+
+    the sibling mean unweighted (each sibling node counts once, however many candidates pass through it) and
+    sigma the std of the request's valid rewards (GRPO's group scale, so A is in the same units as the group
+    z-score). A node without siblings gets A = 0: only branching decisions learn, and a prefix shared by all
+    candidates no longer receives their (correlated) mean as its advantage. Invalid candidates are outside the tree
+    and get 0; so does every candidate of a request with fewer than two valid ones. Identical paths count twice in
+    every Q they pass through.
+    """
+    paths, rewards = np.asarray(paths), np.asarray(rewards, dtype=np.float64)
+    valid = np.ones(rewards.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    b_size, _, depth = paths.shape
+    out = np.zeros(paths.shape, dtype=np.float64)
+    for b in range(b_size):
+        rows = np.flatnonzero(valid[b])
+        if len(rows) < 2:
+            continue
+        r = rewards[b, rows]
+        scale = r.std() + eps
+        parent = np.zeros(len(rows), dtype=np.int64)  # level 0: every candidate's parent is the root
+        for level in range(depth):
+            node = np.unique(paths[b, rows, : level + 1], axis=0, return_inverse=True)[1].reshape(-1)
+            q = np.bincount(node, r) / np.bincount(node)  # (n_nodes,) Q(n)
+            node_parent = np.zeros(len(q), dtype=np.int64)
+            node_parent[node] = parent
+            sibling_mean = np.bincount(node_parent, q) / np.bincount(node_parent)  # (n_parents,)
+            out[b, rows, level] = (q[node] - sibling_mean[parent]) / scale
+            parent = node
+    return out
 
 
 def clipped_policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,

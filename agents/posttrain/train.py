@@ -1,7 +1,8 @@
-"""Post-train an HHD policy in the simulator with HEPO, GRPO or DPO, from a VAFT checkpoint.
+"""Post-train an HHD policy in the simulator with HEPO, GRPO, Sibling-GRPO or DPO, from a VAFT checkpoint.
 
     python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method hepo --scenario tiny
     python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method dpo --out runs/dpo
+    python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method sibling_grpo --sampler ved  # V-STAR
 
 Every method spends the same simulator budget: ``iterations x requests_per_iter x candidates`` scored paths.
 Each iteration draws training requests (a share ``arr_ratio`` of them anticipatory, ARR), samples K candidate
@@ -14,7 +15,14 @@ simulator, then updates:
   first ``critic_warmup`` iterations are value-only (rollouts scored and counted in the budget, only the critic
   moves), so the policy's first update already has a critic fitted to this reward; ``normalise_advantages``
   standardises each coarse level's advantages over the batch (the last level is a z-score already).
-* ``grpo``: the group z-score at every level, no critic (DiffuReason's GRPO).
+* ``grpo``: the group z-score at every level, no critic (DiffuReason's GRPO). It trains every policy parameter end
+  to end, the PTD thinking tokens and the diffusion refiner included, which is DiffuReason's setting; ``frozen``
+  keeps named modules as pre-trained (their parameters leave the optimizer), the contrast DiffuReason argues
+  against.
+* ``sibling_grpo``: V-STAR's Sibling-GRPO, GRPO's clipped loss with ``objectives.sibling_advantages``: at each level
+  a candidate's subtree mean reward minus the mean over its sibling subtrees, so learning sits on branching
+  decisions. ``sampler="ved"`` collects the K candidates with V-STAR's value-guided decoding
+  (``agents.hhd.value_guided``); V-STAR is both together.
 * ``dpo``: preference pairs from the K scored candidates (``objectives.preference_pairs``), DPO loss against
   the frozen initial policy (the VAFT model) as reference.
 
@@ -25,14 +33,21 @@ for a typical logged ad; the log tames final_value's heavy tail). HEPO's critic 
 target, the logging ranker's eCPM without the conversion term, on logged (not sampled) ads. Hence the warm-up.
 Only HEPO's critic sees R's scale; z-scores and DPO's pairs do not.
 
+The ratio's denominator: with ``sampler="sample"`` the behaviour log-probs of the sampled codes (tempered, as drawn).
+VED's candidates are a search's output, not policy samples (beyond its scouts), and the probability VED chose them
+with is not a density one can divide by; their denominator is the collecting policy's own log pi_old(z_l | s, z_<l)
+(temperature 1), so the ratio is the PPO trust region around the policy that collected them (1 at the first epoch)
+and the update is a policy gradient on a search-chosen candidate set, weighted as V-STAR weights it, not an
+unbiased on-policy estimate.
+
 Logged per iteration (``curve``, CleanRL names): ``losses/approx_kl`` and ``losses/clipfrac`` (mean over levels and
 ``..._l1``..``_lL`` per level, last epoch vs the behaviour policy), ``losses/explained_variance`` (all levels, and per
 level, of the critic's values before the update against the returns), ``losses/policy_loss``,
 ``losses/value_loss``, ``charts/adv_std_l*`` (advantage std per level, after normalisation), ``charts/SPS``
-(scored paths per second of wall time); in market mode also ``market/*`` (the day, its position, revenue so far,
-exhausted ads, overspend, the share of candidates blocked by spent budgets). Checkpoints (``agents.checkpoint``)
-hold model, optimizer, iteration and every RNG (and, in market mode, the day's ledger), so a resumed run ends
-identical to an uninterrupted one.
+(scored paths per second of wall time), ``charts/distinct_candidates`` (distinct paths per request over K); in
+market mode also ``market/*`` (the day, its position, revenue so far, exhausted ads, overspend, the share of
+candidates blocked by spent budgets). Checkpoints (``agents.checkpoint``) hold model, optimizer, iteration and
+every RNG (and, in market mode, the day's ledger), so a resumed run ends identical to an uninterrupted one.
 
 ``mode="market"`` (``MarketFeed``): requests are no longer drawn independently. The trainer walks the split's days
 in order, each day's logged requests in time order, ``requests_per_iter`` a time (a day's last batch may be
@@ -68,19 +83,29 @@ from agents.checkpoint import Checkpoint, rng_state
 from agents.hhd.decoding import TorchTrie
 from agents.hhd.model import HHD
 from agents.hhd.sequences import ENV_FEATURES, Batch, ScenarioSequences, SequenceConfig, scenario_sids
+from agents.hhd.value_guided import VEDConfig, ved
 from agents.posttrain import objectives as obj
 from envs.context import SimulatorContext, open_context
 
 TRAINER = "agents.posttrain.train"
-METHODS = ("hepo", "grpo", "dpo")
+METHODS = ("hepo", "grpo", "sibling_grpo", "dpo")
 MODES = ("request", "market")
+SAMPLERS = ("sample", "ved")
+FROZEN = {"thinking": "thinking", "refining": "refiner"}
+"""``PostTrainConfig.frozen`` names -> the HHD attribute holding that module."""
 
 
 @dataclass
 class PostTrainConfig:
     init_from: str = ""
     """VAFT (or MTP) checkpoint of agents.hhd.train: the starting policy and DPO's reference."""
-    method: Literal["hepo", "grpo", "dpo"] = "hepo"
+    method: Literal["hepo", "grpo", "sibling_grpo", "dpo"] = "hepo"
+    sampler: Literal["sample", "ved"] = "sample"
+    """How the K candidates are collected: policy samples, or V-STAR's value-guided decoding (``ved``)."""
+    ved: VEDConfig = field(default_factory=VEDConfig)
+    """VED's settings (``sampler="ved"``)."""
+    frozen: tuple[Literal["thinking", "refining"], ...] = ()
+    """Policy modules kept as pre-trained (DiffuReason's contrast); () trains every one end to end."""
     process_rewards: bool = True
     """HEPO only: GAE over process rewards at coarse levels (off: they are zero, the ablation)."""
     arr_ratio: float = 0.0
@@ -144,6 +169,11 @@ class PostTrainConfig:
             raise ValueError(f"critic_warmup is HEPO's (the only method with a critic), got method {self.method!r}")
         if self.critic_warmup < 0:
             raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        self.frozen = tuple(self.frozen)
+        if set(self.frozen) - set(FROZEN):
+            raise ValueError(f"frozen modules must be among {tuple(FROZEN)}, got {self.frozen}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.mode == "market":
@@ -207,9 +237,26 @@ class Rollout:
     process: np.ndarray  # (B, K, L-1)
 
 
+@torch.no_grad()
+def draw(model: HHD, env: PolicyEnv, requests: RequestBatch, allowed: np.ndarray, k: int, temperature: float,
+         generator: torch.Generator, sampler: str = "sample", ved_config: VEDConfig | None = None
+         ) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """K candidate paths per request under its personalised trie: the (B*K) model batch, paths (B*K, L) and the
+    ratio's denominators (B*K, L) (the module docstring says which, per sampler). Candidate 0 is a policy sample."""
+    rep = np.repeat(allowed, k, axis=0)
+    batch, legal = env.batch(requests, k), env.trie.legal(rep)
+    if sampler == "sample":
+        out = model.get_action_and_value(batch, legal=legal, temperature=temperature, generator=generator)
+        return batch, out.paths, out.behaviour_log_probs
+    paths = ved(model, env.batch(requests), env.trie.legal(allowed), k, ved_config, temperature, generator)
+    paths = paths.reshape(len(rep), -1)
+    return batch, paths, model.get_action_and_value(batch, paths=paths, legal=legal).log_probs
+
+
 def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperature: float,
-            generator: torch.Generator, with_process: bool, backend: str = "auto") -> Rollout:
-    """Sample K paths per request under the personalised trie and score them in the simulator.
+            generator: torch.Generator, with_process: bool, backend: str = "auto", sampler: str = "sample",
+            ved_config: VEDConfig | None = None) -> Rollout:
+    """Draw K paths per request under the personalised trie (``draw``) and score them in the simulator.
 
     Requests for which no ad is eligible (nothing to generate) are dropped.
     """
@@ -219,16 +266,12 @@ def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperat
     keep = np.flatnonzero(allowed.any(axis=1))
     requests, allowed = take(requests, keep), allowed[keep]
     b = len(allowed)
-    rep = np.repeat(allowed, k, axis=0)
-    batch = env.batch(requests, k)
-    with torch.no_grad():
-        out = model.get_action_and_value(batch, legal=env.trie.legal(rep), temperature=temperature,
-                                         generator=generator)
-    paths = out.paths.numpy().reshape(b, k, -1)
+    batch, flat, behaviour = draw(model, env, requests, allowed, k, temperature, generator, sampler, ved_config)
+    paths = flat.numpy().reshape(b, k, -1)
     ev = sim.evaluate(requests, paths, allowed=allowed, **fast)
     process = sim.process_rewards(requests, paths, allowed=allowed, **fast) if with_process else np.zeros(
         (b, k, paths.shape[2] - 1))
-    return Rollout(batch, rep, out.paths, out.behaviour_log_probs, ev.final_value, ev.valid, process)
+    return Rollout(batch, np.repeat(allowed, k, axis=0), flat, behaviour, ev.final_value, ev.valid, process)
 
 
 class MarketFeed:
@@ -249,8 +292,9 @@ class MarketFeed:
         self.day = self.msim.open_day(requests_of_day(self.logged, int(self.days[index])), self.rng)
 
     def collect(self, model: HHD, n: int, k: int, temperature: float, generator: torch.Generator,
-                with_process: bool, backend: str = "auto") -> tuple[Rollout, MarketEvaluation]:
-        """``collect`` on the day's next ``n`` requests: sample K paths per request under the trie as of now, score
+                with_process: bool, backend: str = "auto", sampler: str = "sample",
+                ved_config: VEDConfig | None = None) -> tuple[Rollout, MarketEvaluation]:
+        """``collect`` on the day's next ``n`` requests: draw K paths per request under the trie as of now, score
         them in time order and serve each request's first candidate. Requests with no eligible ad pass unserved
         (dropped from the rollout). Blocked candidates (ads all spent since the batch began) are valid, reward 0."""
         sim = self.env.ctx.simulator
@@ -265,13 +309,10 @@ class MarketFeed:
                 break
             self.msim.evaluate(day, np.zeros((len(allowed), 1, sim.depth), dtype=np.int64), -1, book=book)
         requests = take(book.requests, keep)
-        rep = np.repeat(allowed[keep], k, axis=0)
-        batch = self.env.batch(requests, k)
-        with torch.no_grad():
-            out = model.get_action_and_value(batch, legal=self.env.trie.legal(rep), temperature=temperature,
-                                             generator=generator)
+        batch, flat, behaviour = draw(model, self.env, requests, allowed[keep], k, temperature, generator, sampler,
+                                      ved_config)
         paths = np.zeros((len(allowed), k, sim.depth), dtype=np.int64)
-        paths[keep] = out.paths.numpy().reshape(len(keep), k, -1)
+        paths[keep] = flat.numpy().reshape(len(keep), k, -1)
         serve = np.full(len(allowed), -1, dtype=np.int64)
         serve[keep] = 0
         mev = self.msim.evaluate(day, paths, serve, book=book, **fast)
@@ -280,7 +321,8 @@ class MarketFeed:
         final = np.where(ev.valid[keep], ev.final_value[keep], 0.0)
         process = (sim.process_rewards(requests, paths[keep], allowed=mev.allowed[keep], **fast) if with_process
                    else np.zeros((len(keep), k, sim.depth - 1)))
-        return Rollout(batch, rep, out.paths, out.behaviour_log_probs, final, valid, process), mev
+        rep = np.repeat(allowed[keep], k, axis=0)
+        return Rollout(batch, rep, flat, behaviour, final, valid, process), mev
 
     def diagnostics(self, mev: MarketEvaluation) -> dict[str, float]:
         """The ``market/*`` curve entries after a batch."""
@@ -367,8 +409,14 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
     torch.manual_seed(config.seed)
     model.eval()  # sampling and the update score one deterministic policy (no refiner noise): ratios start at 1
     critic = list(model.value.parameters()) if model.value is not None else []
-    critic_ids = {id(p) for p in critic}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in critic_ids], "lr": config.lr}]
+    left_out = {id(p) for p in critic}
+    for name in config.frozen:  # DiffuReason's contrast: these modules stay as pre-trained
+        module = getattr(model, FROZEN[name])
+        if module is None:
+            raise ValueError(f"frozen names {name!r}, but the model has no {name} module")
+        module.requires_grad_(False)
+        left_out.update(id(p) for p in module.parameters())
+    groups = [{"params": [p for p in model.parameters() if id(p) not in left_out], "lr": config.lr}]
     if critic:
         groups.append({"params": critic, "lr": config.critic_lr if config.critic_lr is not None else config.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
@@ -402,16 +450,21 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
         if feed is None:
             requests = env.ctx.requests.sample(config.requests_per_iter, rng, config.arr_ratio)
             roll = collect(model, env, requests, config.candidates, config.temperature, generator,
-                           with_process=with_process, backend=config.backend)
+                           with_process=with_process, backend=config.backend, sampler=config.sampler,
+                           ved_config=config.ved)
         else:
             roll, market_eval = feed.collect(model, config.requests_per_iter, config.candidates,
-                                             config.temperature, generator, with_process, config.backend)
+                                             config.temperature, generator, with_process, config.backend,
+                                             config.sampler, config.ved)
         calls += roll.final_value.size
         reward = env.reward(roll.final_value)  # (B, K)
         z = obj.group_zscore(reward, roll.valid).ravel()
         legal = env.trie.legal(roll.legal_allowed)
         valid = torch.as_tensor(roll.valid.ravel())
         diag: dict[str, float] = {} if feed is None else feed.diagnostics(market_eval)
+        grouped = roll.paths.numpy().reshape(*reward.shape, depth)  # (B, K, L)
+        diag["charts/distinct_candidates"] = float(np.mean([len(np.unique(g, axis=0)) for g in grouped])
+                                                   / config.candidates) if len(grouped) else 0.0
 
         # ---------------------------------------------------------------------------------- advantages
         if config.method == "hepo":
@@ -430,6 +483,9 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
                          for level, e in enumerate(obj.explained_variance(pred, target))})
         elif config.method == "grpo":
             adv = obj.grpo_advantages(z, depth)
+        elif config.method == "sibling_grpo":
+            sibling = obj.sibling_advantages(grouped, reward, roll.valid).reshape(-1, depth)
+            adv = obj.Advantages(sibling, np.zeros_like(sibling))
         else:
             pairs = obj.preference_pairs(roll.final_value, roll.valid, config.margin, config.max_pairs)
             k = config.candidates
