@@ -7,7 +7,9 @@
 
 Per (world, seed): MTP pre-training -> VAFT -> from the same VAFT checkpoint, with the same simulator budget
 (``iterations x requests_per_iter x candidates`` scored paths, HEPO's critic warm-up included): DPO, HEPO, GRPO
-and the HEPO ablations (each changes one thing HEPO's explanation rests on). Every model is evaluated on the
+and the HEPO ablations (each changes one thing HEPO's explanation rests on); the standard preset adds V-STAR
+(Sibling-GRPO on value-guided VED candidates) and GRPO with thinking tokens and refiner frozen (DiffuReason's
+contrast: +GRPO trains them end to end). Every model is evaluated on the
 same held-out test requests (``agents.posttrain.evaluation``) under the reward models and, where the bundle has
 it, the world's truth.
 
@@ -74,6 +76,10 @@ METHODS = (
            ({"beta": 0.1, "max_pairs": 4}, {"beta": 0.5, "max_pairs": 4}, {"beta": 0.1, "max_pairs": 1})),
     Method("+HEPO", HEPO, "critic_lr", ({"critic_lr": 1e-3}, {"critic_lr": 3e-3})),
     Method("+GRPO", {"method": "grpo"}, "clip_eps", ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
+    Method("+V-STAR", {"method": "sibling_grpo", "sampler": "ved"}, "clip_eps",
+           ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
+    Method("+GRPO frozen reasoning", {"method": "grpo", "frozen": ("thinking", "refining")}, "clip_eps",
+           ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
     Method("HEPO cold critic", {**HEPO, "critic_warmup": 0}, ablation_of="the critic warm-up"),
     Method("HEPO raw coarse advantages", {**HEPO, "normalise_advantages": False},
            ablation_of="per-level advantage normalisation"),
@@ -83,6 +89,13 @@ METHODS = (
     Method("HEPO lambda=1", {**HEPO, "lam": 1.0}, ablation_of="GAE lambda 0.95 (vs Monte Carlo)"),
 )
 BY_NAME = {m.name: m for m in METHODS}
+GPR_METHODS = tuple(m.name for m in METHODS if m.name not in ("+V-STAR", "+GRPO frozen reasoning"))
+"""GPR's rows and HEPO's ablations (the quick preset); the standard preset adds V-STAR (Sibling-GRPO on VED
+candidates) and GRPO with the PTD thinking tokens and refiner frozen (DiffuReason's claim is that training them
+end to end, as +GRPO does, helps)."""
+CLAIMS = (("+HEPO", "+GRPO"), ("+DPO", "+GRPO"), ("+V-STAR", "+GRPO"), ("+GRPO", "+GRPO frozen reasoning"))
+"""Claims checked beside GPR's ordering: HEPO and DPO against GRPO, V-STAR's (Sibling-GRPO + VED beats GRPO)
+and DiffuReason's (end-to-end reasoning beats frozen)."""
 CHAIN = ("MTP (base)", "+VAFT")
 ORDER = ("+HEPO", "+DPO", "+VAFT", "MTP (base)")
 METRICS = ("ndcg", "opr", "avg_over_oracle", "max_over_oracle", "normalised_score")
@@ -117,7 +130,7 @@ class Preset:
     """K candidate paths per request while post-training."""
     lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
     """The search's learning rates (every method)."""
-    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
+    methods: tuple[str, ...] = GPR_METHODS
     """Post-training rows to run (``METHODS`` names)."""
     tune_requests: int = 200
     """Validation requests of the search."""
@@ -135,7 +148,7 @@ PRESETS = {
     "quick": Preset(),
     "standard": Preset(scenario="small", seeds=(0, 1, 2, 3, 4), n_embd=48, mtp_steps=300, vaft_steps=100,
                        batch_size=128, iterations=60, critic_warmup=10, requests_per_iter=16, candidates=16,
-                       tune_requests=300, eval_requests=400, eval_k=16),
+                       methods=tuple(m.name for m in METHODS), tune_requests=300, eval_requests=400, eval_k=16),
 }
 
 
@@ -438,10 +451,10 @@ def compare(runs: pd.DataFrame, better: str, worse: str, columns: list[str]) -> 
 
 
 def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """GPR's ordering HEPO > DPO > VAFT > MTP, per column (seed-paired differences), plus HEPO vs GRPO."""
+    """GPR's ordering HEPO > DPO > VAFT > MTP, per column (seed-paired differences), plus ``CLAIMS``."""
     cols = metric_columns(runs)
     present = set(runs["model"])
-    claims = [(a, b) for a, b in zip(ORDER[:-1], ORDER[1:], strict=True)] + [("+HEPO", "+GRPO"), ("+DPO", "+GRPO")]
+    claims = [(a, b) for a, b in zip(ORDER[:-1], ORDER[1:], strict=True)] + list(CLAIMS)
     return pd.DataFrame([compare(runs, a, b, cols) for a, b in claims if a in present and b in present])
 
 
