@@ -134,3 +134,26 @@ def test_bad_vstar_configs_are_rejected():
         PostTrainConfig(sampler="beam")
     with pytest.raises(ValueError, match="scouts must be"):
         VEDConfig(scouts=0.0)
+
+
+def test_cli_takes_the_vstar_and_diffureason_options(vaft_checkpoint, tmp_path, capsys):  # noqa: F811
+    import json
+
+    from agents.posttrain.train import main
+
+    main(["--init-from", vaft_checkpoint, "--method", "sibling_grpo", "--sampler", "ved", "--ved.scouts", "0.5",
+          "--ved.value-weight", "2", "--frozen", "thinking", "refining", "--iterations", "1", "--requests-per-iter",
+          "2", "--candidates", "4", "--out", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["iteration"] == 1 and last["simulator_calls"] == 8
+
+
+def test_benchmark_quick_writes_its_report(tmp_path):
+    from benchmarks.vstar import METHODS, main
+
+    per_request = main(["--quick", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")])
+    assert set(per_request["method"]) == set(METHODS)
+    text = (tmp_path / "out" / "vstar.md").read_text()
+    assert "VED > sample" in text and "within-group reward variance" in text
+    table = pd.read_csv(tmp_path / "out" / "vstar.csv")
+    assert len(table) == len(METHODS)
