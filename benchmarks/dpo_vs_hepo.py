@@ -521,7 +521,7 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax_ev) = plt.subplots(1, 2, figsize=(12, 4))
-    for name in ("+DPO", "+HEPO", "+GRPO", "HEPO cold critic", "HEPO w/o process rewards"):
+    for name in ("+DPO", "+HEPO", "+GRPO", "+V-STAR", "HEPO cold critic", "HEPO w/o process rewards"):
         if name not in curves:
             continue
         runs = curves[name]
