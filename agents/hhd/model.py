@@ -73,6 +73,10 @@ class HHDConfig:
     hte: bool = True
     """Value heads (needed for value-guided decoding and as the RL critic)."""
     value_loss_coef: float = 0.5
+    gar: bool = False
+    """UniVA's Generation-as-Ranking: every level's policy is softmax(generation logits + HTE child values), so
+    the value head votes in each next-code decision (needs ``hte``; the SL loss still trains the generation
+    head alone, ``HHD.loss``)."""
     mtp_heads: int = 4
     """Parallel SID heads; 1 is plain next-token prediction."""
     head_entropy_coef: float = 1.0
@@ -88,6 +92,8 @@ class HHDConfig:
             raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
         if self.mtp_heads < 1 or self.n_recursions < 1 or self.refine_steps < 1:
             raise ValueError("mtp_heads, n_recursions and refine_steps must be >= 1")
+        if self.gar and not self.hte:
+            raise ValueError("gar (Generation-as-Ranking) fuses the HTE value head into the policy: it needs hte")
 
     @property
     def depth(self) -> int:
@@ -520,6 +526,7 @@ class HHD(nn.Module):
     def head_log_probs(self, memory: torch.Tensor, prefix: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, M, C), (B, ..., l), (B, ..., W) bool -> (B, ..., N, W) each head's log-probs over the masked codes.
 
+        With ``gar`` the logits are the generation head's plus the value head's (Generation-as-Ranking).
         A prefix with no legal code at all (an empty personalised trie) gets the whole codebook, so its log-probs
         stay finite; decoders drop such prefixes themselves. Illegal codes get a huge negative but finite logit,
         not -inf: the head mixture's logsumexp over heads would otherwise have all -inf columns, whose backward
@@ -527,6 +534,8 @@ class HHD(nn.Module):
         """
         mask = nonempty(mask)
         logits = self.heads.level_logits(memory, prefix)
+        if self.config.gar:  # UniVA eq. 11-12: Fuse(o_gen, o_value) by summation, the same value for every head
+            logits = logits + self.value.child_values(memory, prefix)[..., None, :]
         logits = logits.masked_fill(~mask[..., None, :], torch.finfo(logits.dtype).min / 4)
         return F.log_softmax(logits, dim=-1)
 
