@@ -17,6 +17,8 @@ unvisited one evaluates either a uniform random legal rollout to a full path (th
 PriorValueFn. Full paths, once scored, are cached: the simulator is deterministic, so a path is paid for once.
 
 Values are in reward units, ``final_value x value_scale`` (pass the env's reward scale to match a value head).
+With ``leaf="value"`` the PriorValueFn values full paths too, so a search calls no simulator at all: UniVA's
+MCTS-PPO inside a post-training budget, where only the candidates it returns are scored.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ class PriorValueFn(Protocol):
     """A policy's view of the search (MCTS-PPO): priors over the next code and a value for SID prefixes."""
 
     def __call__(self, requests: RequestBatch, prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``prefixes`` (B, L) int64, -1 on the open levels (at least one open). Returns ``priors`` (B, W), any
-        non-negative weights over the next level's codes (the search keeps the legal ones and renormalises), and
-        ``values`` (B,), the expected return from that prefix in reward units."""
+        """``prefixes`` (B, L) int64, -1 on the open levels. Returns ``priors`` (B, W), any non-negative weights
+        over the next level's codes (the search keeps the legal ones and renormalises; ignored for full paths,
+        which are passed only with ``leaf="value"``), and ``values`` (B,), the expected return from that prefix
+        in reward units."""
         ...
 
 
@@ -70,6 +73,9 @@ class MCTSConfig:
     """Requests searched together; memory is about batch_size x trie nodes x 20 bytes."""
     reward: Literal["final_value", "ecpm"] = "final_value"
     reward_source: RewardSource = "model"
+    leaf: Literal["simulator", "value"] = "simulator"
+    """How a full path is valued: scored by the simulator, or by the PriorValueFn (no simulator call; needs one,
+    and ``ad_id`` comes back -1 since no ad was resolved)."""
     seed: int = 0
 
 
@@ -151,6 +157,10 @@ class MCTS:
         self.puct = rule == "puct" or (rule == "auto" and prior_value is not None)
         if rule not in ("auto", "uct", "puct"):
             raise ValueError(f"rule must be 'auto', 'uct' or 'puct', got {rule!r}")
+        if self.config.leaf not in ("simulator", "value"):
+            raise ValueError(f"leaf must be 'simulator' or 'value', got {self.config.leaf!r}")
+        if self.config.leaf == "value" and prior_value is None:
+            raise ValueError("leaf='value' values full paths with the PriorValueFn: pass prior_value")
         if self.config.num_simulations < 1:
             raise ValueError(f"num_simulations must be >= 1, got {self.config.num_simulations}")
         self.rng = np.random.default_rng(self.config.seed)
@@ -251,11 +261,14 @@ class MCTS:
         if len(new):
             r, leaf = rows[new], leaves[new]
             paths = self._node_prefixes(self.trie.depth, leaf)
-            ev = self.sim.evaluate(take(tries.requests, r), paths[:, None, :], self.config.reward_source,
-                                   allowed=tries.allowed[r])
-            value[new] = getattr(ev, self.config.reward)[:, 0] * self.value_scale
+            if self.config.leaf == "value":
+                value[new] = np.asarray(self.prior_value(take(tries.requests, r), paths)[1], dtype=np.float64)
+            else:
+                ev = self.sim.evaluate(take(tries.requests, r), paths[:, None, :], self.config.reward_source,
+                                       allowed=tries.allowed[r])
+                value[new] = getattr(ev, self.config.reward)[:, 0] * self.value_scale
+                trees.leaf_ad[r, leaf] = ev.ad_id[:, 0]
             trees.leaf_value[r, leaf] = value[new]
-            trees.leaf_ad[r, leaf] = ev.ad_id[:, 0]
             trees.done[-1][r, leaf] = True
         return value
 

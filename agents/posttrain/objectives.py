@@ -97,6 +97,27 @@ def grpo_advantages(terminal_zscore: np.ndarray, depth: int) -> Advantages:
     return Advantages(np.repeat(z[:, None], depth, axis=1), np.zeros((len(z), depth)))
 
 
+def univa_advantages(terminal_zscore: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> Advantages:
+    """UniVA eq. 17-18: GAE over the levels with the within-request z-scored reward at the last level only.
+
+    ``values`` (N, L) are v_l = o_value^(l)[a_l], the value head's estimate after choosing a_l (zeros without a
+    value head). delta_l = gamma v_{l+1} - v_l for l < L, delta_L = R_bar - v_L; A_l = sum_k (gamma lam)^k
+    delta_{l+k}; the value targets are G_l = A_l + v_l (eq. 18). The baseline depends on the chosen code, as the
+    paper defines it, so A_l is the value head's error, not an unbiased advantage of the code.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n, depth = v.shape
+    nxt = np.concatenate([v[:, 1:], np.zeros((n, 1))], axis=1)
+    rewards = np.zeros((n, depth))
+    rewards[:, -1] = np.asarray(terminal_zscore, dtype=np.float64)
+    delta = rewards + gamma * nxt - v
+    adv, running = np.zeros_like(delta), np.zeros(n)
+    for level in range(depth - 1, -1, -1):
+        running = delta[:, level] + gamma * lam * running
+        adv[:, level] = running
+    return Advantages(adv, adv + v)
+
+
 def sibling_advantages(paths: np.ndarray, rewards: np.ndarray, valid: np.ndarray | None = None,
                         eps: float = 1e-6) -> np.ndarray:
     """Sibling-GRPO (V-STAR): (B, K, L) paths, (B, K) rewards -> (B, K, L) sibling-relative advantages.

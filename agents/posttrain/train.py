@@ -1,8 +1,9 @@
-"""Post-train an HHD policy in the simulator with HEPO, GRPO, Sibling-GRPO or DPO, from a VAFT checkpoint.
+"""Post-train an HHD policy in the simulator with HEPO, GRPO, Sibling-GRPO, DPO or UniVA, from a VAFT checkpoint.
 
     python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method hepo --scenario tiny
     python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method dpo --out runs/dpo
     python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method sibling_grpo --sampler ved  # V-STAR
+    python -m agents.posttrain.train --init-from runs/vaft/checkpoint.pt --method univa --sampler univa
 
 Every method spends the same simulator budget: ``iterations x requests_per_iter x candidates`` scored paths.
 Each iteration draws training requests (a share ``arr_ratio`` of them anticipatory, ARR), samples K candidate
@@ -25,6 +26,13 @@ simulator, then updates:
   (``agents.hhd.value_guided``); V-STAR is both together.
 * ``dpo``: preference pairs from the K scored candidates (``objectives.preference_pairs``), DPO loss against
   the frozen initial policy (the VAFT model) as reference.
+* ``univa``: UniVA's eCPM-aware RL on the Generation-as-Ranking policy (``gar``: the HTE value head's child values
+  are added to the generation logits at every level, ``HHDConfig.gar``), clipped loss with
+  ``objectives.univa_advantages`` (GAE against the value head's v_l = o_value[a_l], the z-scored reward at the
+  end) plus ``value_coef`` times the value head's MSE to G_l, and after every RL batch one supervised batch of
+  ``sl_batch`` logged training sequences (``agents.posttrain.univa.supervised_loss``): UniVA's alternating SL/RL
+  training. ``sampler="univa"`` collects beam search u MCTS-PPO candidates (``agents.posttrain.univa``); UniVA
+  is both together. ``gar=False`` is the "w/o value head" ablation (generation head alone, GAE against zeros).
 
 The reward: ``R = log1p(final_value / unit)`` with ``unit`` the mean logged final_value of the bundle (so R ~ 0.7
 for a typical logged ad; the log tames final_value's heavy tail). HEPO's critic regresses the returns
@@ -85,12 +93,13 @@ from agents.hhd.model import HHD
 from agents.hhd.sequences import ENV_FEATURES, Batch, ScenarioSequences, SequenceConfig, scenario_sids
 from agents.hhd.value_guided import VEDConfig, ved
 from agents.posttrain import objectives as obj
+from agents.posttrain.univa import UniVASampling, supervised_loss, univa_candidates
 from envs.context import SimulatorContext, open_context
 
 TRAINER = "agents.posttrain.train"
-METHODS = ("hepo", "grpo", "sibling_grpo", "dpo")
+METHODS = ("hepo", "grpo", "sibling_grpo", "dpo", "univa")
 MODES = ("request", "market")
-SAMPLERS = ("sample", "ved")
+SAMPLERS = ("sample", "ved", "univa")
 FROZEN = {"thinking": "thinking", "refining": "refiner"}
 """``PostTrainConfig.frozen`` names -> the HHD attribute holding that module."""
 
@@ -99,11 +108,21 @@ FROZEN = {"thinking": "thinking", "refining": "refiner"}
 class PostTrainConfig:
     init_from: str = ""
     """VAFT (or MTP) checkpoint of agents.hhd.train: the starting policy and DPO's reference."""
-    method: Literal["hepo", "grpo", "sibling_grpo", "dpo"] = "hepo"
-    sampler: Literal["sample", "ved"] = "sample"
-    """How the K candidates are collected: policy samples, or V-STAR's value-guided decoding (``ved``)."""
+    method: Literal["hepo", "grpo", "sibling_grpo", "dpo", "univa"] = "hepo"
+    sampler: Literal["sample", "ved", "univa"] = "sample"
+    """How the K candidates are collected: policy samples, V-STAR's value-guided decoding (``ved``), or UniVA's
+    beam search u MCTS-PPO (``univa``)."""
     ved: VEDConfig = field(default_factory=VEDConfig)
     """VED's settings (``sampler="ved"``)."""
+    beam_share: float = 0.5
+    """``univa`` sampler: share of the K candidates from beam search (the rest MCTS-PPO, then samples)."""
+    mcts_simulations: int = 32
+    """``univa`` sampler: MCTS-PPO simulations per request (value head as evaluator, no simulator calls); 0: none."""
+    gar: bool = True
+    """``univa``: Generation-as-Ranking (value head fused into the policy and trained as the critic); False: the
+    generation head alone, GAE against zero values (the "w/o value head" ablation)."""
+    sl_batch: int = 64
+    """``univa``: logged training sequences in the supervised batch after each RL batch; 0: RL batches only."""
     frozen: tuple[Literal["thinking", "refining"], ...] = ()
     """Policy modules kept as pre-trained (DiffuReason's contrast); () trains every one end to end."""
     process_rewards: bool = True
@@ -180,8 +199,15 @@ class PostTrainConfig:
             if self.arr_ratio != 0:
                 raise ValueError(f"arr_ratio must be 0 in market mode (it replays logged days), got {self.arr_ratio}")
             MarketConfig(self.market_billing, self.market_budget_scale)  # checks them, naming the option
+        if self.sl_batch < 0:
+            raise ValueError(f"sl_batch must be >= 0, got {self.sl_batch}")
+        UniVASampling(self.beam_share, self.mcts_simulations)  # checks them, naming the option
         self.level_coef = tuple(self.level_coef)
         self.process_alphas = tuple(self.process_alphas)
+
+    @property
+    def univa_sampling(self) -> UniVASampling:
+        return UniVASampling(self.beam_share, self.mcts_simulations, self.gar or self.method != "univa")
 
 
 def simulator_backend(sim: object, requested: str = "auto") -> dict:
@@ -239,8 +265,8 @@ class Rollout:
 
 @torch.no_grad()
 def draw(model: HHD, env: PolicyEnv, requests: RequestBatch, allowed: np.ndarray, k: int, temperature: float,
-         generator: torch.Generator, sampler: str = "sample", ved_config: VEDConfig | None = None
-         ) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+         generator: torch.Generator, sampler: str = "sample", ved_config: VEDConfig | None = None,
+         univa: UniVASampling | None = None) -> tuple[Batch, torch.Tensor, torch.Tensor]:
     """K candidate paths per request under its personalised trie: the (B*K) model batch, paths (B*K, L) and the
     ratio's denominators (B*K, L) (the module docstring says which, per sampler). Candidate 0 is a policy sample."""
     rep = np.repeat(allowed, k, axis=0)
@@ -248,14 +274,21 @@ def draw(model: HHD, env: PolicyEnv, requests: RequestBatch, allowed: np.ndarray
     if sampler == "sample":
         out = model.get_action_and_value(batch, legal=legal, temperature=temperature, generator=generator)
         return batch, out.paths, out.behaviour_log_probs
-    paths = ved(model, env.batch(requests), env.trie.legal(allowed), k, ved_config, temperature, generator)
+    if sampler == "ved":
+        paths = ved(model, env.batch(requests), env.trie.legal(allowed), k, ved_config, temperature, generator)
+    else:
+        drawn = model.get_action_and_value(batch, legal=legal, temperature=temperature, generator=generator).paths
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        paths = torch.as_tensor(univa_candidates(model, env.batch, env.trie.legal(allowed), env.ctx.simulator,
+                                                 requests, allowed, k, drawn.view(len(allowed), k, -1),
+                                                 univa or UniVASampling(), seed))
     paths = paths.reshape(len(rep), -1)
     return batch, paths, model.get_action_and_value(batch, paths=paths, legal=legal).log_probs
 
 
 def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperature: float,
             generator: torch.Generator, with_process: bool, backend: str = "auto", sampler: str = "sample",
-            ved_config: VEDConfig | None = None) -> Rollout:
+            ved_config: VEDConfig | None = None, univa: UniVASampling | None = None) -> Rollout:
     """Draw K paths per request under the personalised trie (``draw``) and score them in the simulator.
 
     Requests for which no ad is eligible (nothing to generate) are dropped.
@@ -266,7 +299,8 @@ def collect(model: HHD, env: PolicyEnv, requests: RequestBatch, k: int, temperat
     keep = np.flatnonzero(allowed.any(axis=1))
     requests, allowed = take(requests, keep), allowed[keep]
     b = len(allowed)
-    batch, flat, behaviour = draw(model, env, requests, allowed, k, temperature, generator, sampler, ved_config)
+    batch, flat, behaviour = draw(model, env, requests, allowed, k, temperature, generator, sampler, ved_config,
+                                  univa)
     paths = flat.numpy().reshape(b, k, -1)
     ev = sim.evaluate(requests, paths, allowed=allowed, **fast)
     process = sim.process_rewards(requests, paths, allowed=allowed, **fast) if with_process else np.zeros(
@@ -293,7 +327,8 @@ class MarketFeed:
 
     def collect(self, model: HHD, n: int, k: int, temperature: float, generator: torch.Generator,
                 with_process: bool, backend: str = "auto", sampler: str = "sample",
-                ved_config: VEDConfig | None = None) -> tuple[Rollout, MarketEvaluation]:
+                ved_config: VEDConfig | None = None, univa: UniVASampling | None = None
+                ) -> tuple[Rollout, MarketEvaluation]:
         """``collect`` on the day's next ``n`` requests: draw K paths per request under the trie as of now, score
         them in time order and serve each request's first candidate. Requests with no eligible ad pass unserved
         (dropped from the rollout). Blocked candidates (ads all spent since the batch began) are valid, reward 0."""
@@ -310,7 +345,7 @@ class MarketFeed:
             self.msim.evaluate(day, np.zeros((len(allowed), 1, sim.depth), dtype=np.int64), -1, book=book)
         requests = take(book.requests, keep)
         batch, flat, behaviour = draw(model, self.env, requests, allowed[keep], k, temperature, generator, sampler,
-                                      ved_config)
+                                      ved_config, univa)
         paths = np.zeros((len(allowed), k, sim.depth), dtype=np.int64)
         paths[keep] = flat.numpy().reshape(len(keep), k, -1)
         serve = np.full(len(allowed), -1, dtype=np.int64)
@@ -402,6 +437,12 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
     model, _ = HHD.from_checkpoint(config.init_from)
     if config.method == "hepo" and model.value is None:
         raise ValueError("HEPO needs a model with HTE value heads (the critic); use grpo or dpo otherwise")
+    univa = config.method == "univa"
+    if univa and config.gar and model.value is None:
+        raise ValueError("UniVA's Generation-as-Ranking fuses the HTE value head into the policy: the model has "
+                         "none (hte=False); pass gar=False for the generation head alone")
+    if univa:
+        model.config.gar = config.gar  # the policy from here on (and in the checkpoint) is the fused one
     reference = copy.deepcopy(model).eval() if config.method == "dpo" else None
     depth = model.config.depth
     if len(config.level_coef) != depth:
@@ -422,6 +463,9 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     rng = np.random.default_rng([config.seed, 7])
     generator = torch.Generator().manual_seed(config.seed)
+    sl_rng = np.random.default_rng([config.seed, 13])  # UniVA's SL batches, apart from the rollouts' streams
+    sl_legal = env.trie.legal(None)
+    train_idx = env.seqs.indices("train") if univa and config.sl_batch else np.empty(0, np.int64)
     start, curve, buffer = 0, [], CriticBuffer()
     feed = (MarketFeed(env, MarketConfig(config.market_billing, config.market_budget_scale), config.seed)
             if config.mode == "market" else None)
@@ -451,11 +495,11 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
             requests = env.ctx.requests.sample(config.requests_per_iter, rng, config.arr_ratio)
             roll = collect(model, env, requests, config.candidates, config.temperature, generator,
                            with_process=with_process, backend=config.backend, sampler=config.sampler,
-                           ved_config=config.ved)
+                           ved_config=config.ved, univa=config.univa_sampling)
         else:
             roll, market_eval = feed.collect(model, config.requests_per_iter, config.candidates,
                                              config.temperature, generator, with_process, config.backend,
-                                             config.sampler, config.ved)
+                                             config.sampler, config.ved, config.univa_sampling)
         calls += roll.final_value.size
         reward = env.reward(roll.final_value)  # (B, K)
         z = obj.group_zscore(reward, roll.valid).ravel()
@@ -481,6 +525,17 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
             diag["losses/explained_variance"] = float(obj.explained_variance(pred.ravel(), target.ravel()))
             diag.update({f"losses/explained_variance_l{level + 1}": float(e)
                          for level, e in enumerate(obj.explained_variance(pred, target))})
+        elif univa:
+            if config.gar:
+                with torch.no_grad():
+                    values = model.get_action_and_value(roll.batch, paths=roll.paths, legal=legal).values[:, 1:]
+            else:
+                values = torch.zeros(len(z), depth)
+            adv = obj.univa_advantages(z, values.numpy(), config.gamma, config.lam)
+            if config.gar:
+                v = roll.valid.ravel()
+                diag["losses/explained_variance"] = float(obj.explained_variance(values.numpy()[v].ravel(),
+                                                                                 adv.returns[v].ravel()))
         elif config.method == "grpo":
             adv = obj.grpo_advantages(z, depth)
         elif config.method == "sibling_grpo":
@@ -523,9 +578,10 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
                 a = torch.as_tensor(adv.advantages, dtype=torch.float32)[valid]
                 loss = obj.clipped_policy_loss(new.log_probs[valid], roll.behaviour[valid], a, coef, config.clip_eps)
                 policy_losses.append(loss.item())
-                if config.method == "hepo":
+                if config.method == "hepo" or (univa and config.gar):
                     target = torch.as_tensor(adv.returns, dtype=torch.float32)[valid]
-                    vloss = obj.value_loss(new.values[valid, :depth], target)
+                    picked = new.values[valid, :depth] if config.method == "hepo" else new.values[valid, 1:]
+                    vloss = obj.value_loss(picked, target)
                     value_losses.append(vloss.item())
                     loss = loss + config.value_coef * vloss
             optimizer.zero_grad()
@@ -534,6 +590,14 @@ def train(config: PostTrainConfig, env: PolicyEnv | None = None, verbose: bool =
                 torch.nn.utils.clip_grad_norm_(group["params"], config.grad_clip)
             optimizer.step()
             losses.append(loss.item())
+        if len(train_idx):  # UniVA: the supervised batch that follows every RL batch (eq. 22)
+            sl = supervised_loss(model, env.seqs.batch(sl_rng.choice(train_idx, config.sl_batch)), sl_legal)
+            optimizer.zero_grad()
+            sl.backward()
+            for group in optimizer.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], config.grad_clip)
+            optimizer.step()
+            diag["losses/sl_loss"] = sl.item()
         if new is not None:  # the last epoch's policy against the behaviour policy, per level
             level = obj.level_diagnostics(new.log_probs.detach()[valid], roll.behaviour[valid], config.clip_eps)
             for name, per_level in level.items():
