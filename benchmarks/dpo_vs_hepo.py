@@ -6,27 +6,28 @@
     adsim bench dpo-vs-hepo --preset quick --scenario path/to/bundle   # any preset on any bundle
 
 Per (world, seed): MTP pre-training -> VAFT -> from the same VAFT checkpoint, with the same simulator budget
-(``iterations x requests_per_iter x candidates`` scored paths, HEPO's critic warm-up included): DPO, HEPO, GRPO
-and the HEPO ablations (each changes one thing HEPO's explanation rests on); the standard preset adds V-STAR
-(Sibling-GRPO on value-guided VED candidates) and GRPO with thinking tokens and refiner frozen (DiffuReason's
-contrast: +GRPO trains them end to end). Every model is evaluated on the
-same held-out test requests (``agents.posttrain.evaluation``) under the reward models and, where the bundle has
-it, the world's truth.
+(``iterations x requests_per_iter x candidates`` scored paths, HEPO's critic warm-up included): DPO, HEPO, GRPO and
+the HEPO ablations (each changes one thing HEPO's explanation rests on); the standard preset adds V-STAR
+(Sibling-GRPO on value-guided VED candidates), GRPO with thinking tokens and refiner frozen (DiffuReason's
+contrast: +GRPO trains them end to end) and UniVA with its ablations (no value head, no MCTS-PPO). Every model is
+evaluated on the same held-out test requests (``agents.posttrain.evaluation``) under the reward models and, where
+the bundle has it, the world's truth.
 
 Tuning, the same for every method: before the test runs, each method (and each ablation) is trained on a
 separate chain (seed ``tune_seed``) for every ``lr`` in ``lrs`` x every value of its own knob (DPO: beta and pair
-rule; HEPO: the critic's lr; GRPO: the clip range; ablations: the lr, with HEPO's chosen knob), with the same
-budget, and scored on VALIDATION requests; the best ``model/avg_over_oracle`` (what a practitioner can measure:
-no truth) picks its settings. The search table and the choice are written beside the results.
+rule; HEPO: the critic's lr; GRPO, V-STAR, UniVA: the clip range; ablations: the lr, with the chosen knob of the
+method they ablate), with the same budget, and scored on VALIDATION requests; the best ``model/avg_over_oracle``
+(what a practitioner can measure: no truth) picks its settings.
+The search table and the choice are written beside the results.
 
 Resumable in pieces: every (world, seed, method) result and every search cell is one JSON file under
 ``OUT/PRESET/pieces/`` written atomically (temp, rename) as it finishes; a rerun skips pieces whose settings
 match, and the report is merged from the pieces (``--commit-pieces`` also commits each piece file as it lands).
 
-Output in ``OUT/PRESET/``: ``dpo_vs_hepo.md/.csv/.json`` (mean and 95 % t-interval over seeds, verdicts per
-column on GPR's ordering HEPO > DPO > VAFT > MTP from seed-paired differences, ``benchmarks.stats``' rule),
-``ablations.*`` (HEPO minus each ablation, per column), ``search.*`` and ``chosen.*`` (the tuning), ``runs.csv``,
-``learning_curves.png``.
+Output in ``OUT/PRESET/``: ``dpo_vs_hepo.md/.csv/.json`` (mean and 95 % t-interval over seeds, verdicts per column
+on GPR's ordering HEPO > DPO > VAFT > MTP from seed-paired differences, ``benchmarks.stats``' rule),
+``ablations.*`` (HEPO minus each ablation, per column; ``ablations_univa.*`` the same for UniVA), ``search.*`` and
+``chosen.*`` (the tuning), ``runs.csv``, ``learning_curves.png``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ PROCESS_ALPHAS = (0.2, 0.1)
 HEPO = {"method": "hepo", "critic_warmup": -1, "normalise_advantages": True, "arr_ratio": 0.3}
 """GPR's HEPO as a practitioner runs it: process rewards, ARR, a warmed-up critic (-1: the preset's warm-up
 length), per-level normalised coarse advantages."""
+UNIVA = {"method": "univa", "sampler": "univa"}
+"""UniVA (univa_paper.txt 3.3-3.4): Generation-as-Ranking policy, beam u MCTS-PPO candidates with the value head as
+evaluator, GAE on the value head, a supervised batch after each RL batch (``agents.posttrain.univa``)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class Method:
     knob: str = ""
     knob_values: tuple[dict, ...] = ({},)
     ablation_of: str = ""
-    """For an ablation: what it removes from HEPO (its search is over lr only, with HEPO's chosen knob)."""
+    """For an ablation: what it removes from ``base`` (its search is over lr only, with the base's chosen knob)."""
+    base: str = "+HEPO"
+    """The method an ablation removes a part from."""
 
 
 METHODS = (
@@ -80,6 +86,11 @@ METHODS = (
            ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
     Method("+GRPO frozen reasoning", {"method": "grpo", "frozen": ("thinking", "refining")}, "clip_eps",
            ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
+    Method("+UniVA", UNIVA, "clip_eps", ({"clip_eps": 0.2}, {"clip_eps": 0.3})),
+    Method("UniVA w/o value head", {**UNIVA, "gar": False}, ablation_of="the value head (Generation-as-Ranking)",
+           base="+UniVA"),
+    Method("UniVA w/o MCTS-PPO", {**UNIVA, "mcts_simulations": 0}, ablation_of="MCTS-PPO candidates",
+           base="+UniVA"),
     Method("HEPO cold critic", {**HEPO, "critic_warmup": 0}, ablation_of="the critic warm-up"),
     Method("HEPO raw coarse advantages", {**HEPO, "normalise_advantages": False},
            ablation_of="per-level advantage normalisation"),
@@ -89,13 +100,16 @@ METHODS = (
     Method("HEPO lambda=1", {**HEPO, "lam": 1.0}, ablation_of="GAE lambda 0.95 (vs Monte Carlo)"),
 )
 BY_NAME = {m.name: m for m in METHODS}
-GPR_METHODS = tuple(m.name for m in METHODS if m.name not in ("+V-STAR", "+GRPO frozen reasoning"))
+GPR_METHODS = tuple(m.name for m in METHODS if m.name in ("+DPO", "+HEPO", "+GRPO") or m.base == "+HEPO"
+                    and m.ablation_of)
 """GPR's rows and HEPO's ablations (the quick preset); the standard preset adds V-STAR (Sibling-GRPO on VED
-candidates) and GRPO with the PTD thinking tokens and refiner frozen (DiffuReason's claim is that training them
-end to end, as +GRPO does, helps)."""
-CLAIMS = (("+HEPO", "+GRPO"), ("+DPO", "+GRPO"), ("+V-STAR", "+GRPO"), ("+GRPO", "+GRPO frozen reasoning"))
-"""Claims checked beside GPR's ordering: HEPO and DPO against GRPO, V-STAR's (Sibling-GRPO + VED beats GRPO)
-and DiffuReason's (end-to-end reasoning beats frozen)."""
+candidates), GRPO with the PTD thinking tokens and refiner frozen (DiffuReason's claim is that training them
+end to end, as +GRPO does, helps) and UniVA with its ablations."""
+CLAIMS = (("+HEPO", "+GRPO"), ("+DPO", "+GRPO"), ("+V-STAR", "+GRPO"), ("+GRPO", "+GRPO frozen reasoning"),
+          ("+UniVA", "+GRPO"), ("+UniVA", "+HEPO"))
+"""Claims checked beside GPR's ordering: HEPO and DPO against GRPO, V-STAR's (Sibling-GRPO + VED beats GRPO),
+DiffuReason's (end-to-end reasoning beats frozen) and UniVA's (its RL beats a plain group-relative and GPR's
+hierarchical one; its parts are tested by its ablations)."""
 CHAIN = ("MTP (base)", "+VAFT")
 ORDER = ("+HEPO", "+DPO", "+VAFT", "MTP (base)")
 METRICS = ("ndcg", "opr", "avg_over_oracle", "max_over_oracle", "normalised_score")
@@ -367,15 +381,16 @@ def _resolved(preset: Preset, overrides: dict) -> dict:
     return out
 
 
-def search_pieces(preset: Preset, world: int, hepo_knob: dict | None = None) -> list[Piece]:
-    """The search grid: without ``hepo_knob``, lrs x knob of every main method; with it, lrs x that knob (HEPO's
-    chosen one) of every ablation, so an ablation differs from HEPO in the one part it removes (and its lr)."""
+def search_pieces(preset: Preset, world: int, base_knobs: dict[str, dict] | None = None) -> list[Piece]:
+    """The search grid: without ``base_knobs``, lrs x knob of every main method; with it (base method -> its chosen
+    knob), lrs x that knob of every ablation of those bases, so an ablation differs from its base in the one part
+    it removes (and its lr)."""
     pieces = []
     for name in preset.methods:
         m = BY_NAME[name]
-        if bool(m.ablation_of) != (hepo_knob is not None):
+        if bool(m.ablation_of) != (base_knobs is not None) or (m.ablation_of and m.base not in base_knobs):
             continue
-        for knob in ((hepo_knob,) if m.ablation_of else m.knob_values):
+        for knob in ((base_knobs[m.base],) if m.ablation_of else m.knob_values):
             for lr in preset.lrs:
                 pieces.append(Piece("search", world, preset.tune_seed, name,
                                     _frozen({**_resolved(preset, m.overrides), **knob, "lr": lr})))
@@ -402,9 +417,7 @@ def choose(preset: Preset, root: Path, world: int) -> tuple[pd.DataFrame, dict[s
                 best[pc.method] = rows[-1]
 
     scan(search_pieces(preset, world))
-    knob = hepo_knob(best)
-    if knob is not None:
-        scan(search_pieces(preset, world, knob))
+    scan(search_pieces(preset, world, base_knobs(best)))
     table = pd.DataFrame(rows)
     if len(table):
         table["chosen"] = [best[r["model"]] is r for r in rows]
@@ -412,12 +425,16 @@ def choose(preset: Preset, root: Path, world: int) -> tuple[pd.DataFrame, dict[s
     return table, {name: r["overrides"] for name, r in best.items()}
 
 
-def hepo_knob(best: dict[str, dict]) -> dict | None:
-    """HEPO's chosen knob value (what its ablations search with), None before HEPO's search is done."""
-    if "+HEPO" not in best:
-        return None
-    over = best["+HEPO"]["overrides"]
-    return {k: over[k] for kv in BY_NAME["+HEPO"].knob_values for k in kv}
+def base_knobs(best: dict[str, dict]) -> dict[str, dict]:
+    """Each ablated method's chosen knob value (what its ablations search with), for the bases searched so far."""
+    bases = {m.base for m in METHODS if m.ablation_of and m.base in best}
+    return {b: {k: best[b]["overrides"][k] for kv in BY_NAME[b].knob_values for k in kv} for b in bases}
+
+
+def ablated_bases(preset: Preset) -> list[str]:
+    """"HEPO's", "UniVA's": the methods whose ablations the preset runs."""
+    return [f"{b.strip('+')}'s" for b in dict.fromkeys(BY_NAME[n].base for n in preset.methods
+                                                       if BY_NAME[n].ablation_of)]
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -458,18 +475,19 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([compare(runs, a, b, cols) for a, b in claims if a in present and b in present])
 
 
-def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """HEPO minus each ablation on the avg/oracle and normalised-score columns: does the removed part matter?"""
+def ablation_table(runs: pd.DataFrame, base: str = "+HEPO") -> pd.DataFrame:
+    """``base`` minus each of its ablations on the avg/oracle and normalised-score columns: does the removed part
+    matter?"""
     cols = [c for c in metric_columns(runs) if c.split("/")[1] in ("avg_over_oracle", "normalised_score")]
     rows = []
     for m in METHODS:
-        if not m.ablation_of or m.name not in set(runs["model"]) or "+HEPO" not in set(runs["model"]):
+        if not m.ablation_of or m.base != base or m.name not in set(runs["model"]) or base not in set(runs["model"]):
             continue
         row = {"ablation": m.name, "tests": m.ablation_of}
         ab = runs[runs["model"] == m.name]
         for col in cols:
             row[f"{col} (ablation)"] = str(t_interval(ab[col].to_numpy(dtype=float))).lstrip("+")
-        row.update({f"HEPO - ablation, {k}": v for k, v in compare(runs, "+HEPO", m.name, cols).items()
+        row.update({f"{base.strip('+')} - ablation, {k}": v for k, v in compare(runs, base, m.name, cols).items()
                     if k != "claim"})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -521,7 +539,7 @@ def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax_ev) = plt.subplots(1, 2, figsize=(12, 4))
-    for name in ("+DPO", "+HEPO", "+GRPO", "+V-STAR", "HEPO cold critic", "HEPO w/o process rewards"):
+    for name in ("+DPO", "+HEPO", "+GRPO", "+V-STAR", "+UniVA", "HEPO cold critic", "HEPO w/o process rewards"):
         if name not in curves:
             continue
         runs = curves[name]
@@ -555,9 +573,9 @@ def run_world(cfg: Config, root: Path, runs: Path, world: int) -> tuple[pd.DataF
     # chains first (every later piece starts from one), then the search, then the test rows
     run_pieces(cfg, root, runs, [Piece("chain", world, s) for s in p.seeds])
     run_pieces(cfg, root, runs, [Piece("chain", searched, p.tune_seed), *search_pieces(p, searched)])
-    knob = hepo_knob({name: {"overrides": o} for name, o in choose(p, root, searched)[1].items()})
-    if knob is not None:
-        run_pieces(cfg, root, runs, search_pieces(p, searched, knob))
+    knobs = base_knobs({name: {"overrides": o} for name, o in choose(p, root, searched)[1].items()})
+    if knobs:
+        run_pieces(cfg, root, runs, search_pieces(p, searched, knobs))
     search, best = choose(p, root, searched)
     tests = [Piece("test", world, s, name, _frozen(best[name])) for s in p.seeds for name in p.methods]
     run_pieces(cfg, root, runs, tests)
@@ -598,7 +616,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                          notes=f"Each method's cell with the best {SELECT} on validation requests is chosen; every "
                          f"cell spends the same simulator budget ({settings.iterations} x "
                          f"{settings.requests_per_iter} x {settings.candidates} scored paths). Ablations search lr "
-                         "with HEPO's chosen knob.")
+                         f"with {' and '.join(ablated_bases(settings))} chosen knob.")
         chosen = pd.DataFrame([{"model": k, "settings": ", ".join(f"{kk}={v}" for kk, v in o.items())}
                                for k, o in best.items()])
         write_report(root, f"chosen{suffix}", chosen, title=f"Chosen post-training settings (world {world}, "
@@ -613,11 +631,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         table = summarise(df.drop(columns="world"))
         keep = ["model", "seeds"] + metric_columns(table) + ["simulator_calls", "train_seconds"]
         verdict = verdict_table(df)
-        ablations = ablation_table(df)
-        write_report(root, f"ablations{suffix}", ablations, title=f"HEPO ablations (world {world}): HEPO minus "
-                     "each ablation, seed-paired",
-                     notes="'holds': removing the part makes HEPO worse (the explanation it backs is supported); "
-                     "'reversed': HEPO is better without it; 'not significant': the interval covers 0.")
+        for base in dict.fromkeys(BY_NAME[n].base for n in settings.methods if BY_NAME[n].ablation_of):
+            short = base.strip("+")
+            name = "ablations" if base == "+HEPO" else f"ablations_{short.lower().replace('-', '')}"
+            write_report(root, f"{name}{suffix}", ablation_table(df, base), title=f"{short} ablations (world "
+                         f"{world}): {short} minus each ablation, seed-paired",
+                         notes=f"'holds': removing the part makes {short} worse (the explanation it backs is "
+                         f"supported); 'reversed': {short} is better without it; 'not significant': the interval "
+                         "covers 0.")
         notes = [f"Preset {cfg.preset}: {settings}.",
                  f"Wall time of this invocation {time.perf_counter() - started:.0f} s (pieces already done were "
                  "reused).",

@@ -228,6 +228,33 @@ def test_robustness_table_sets_each_worlds_verdicts_side_by_side():
     assert table.loc[("+HEPO > +DPO", "truth/ndcg"), "world 0"] == "-"  # a column the runs lack
 
 
+def test_each_methods_ablations_search_with_that_methods_chosen_knob_and_are_compared_with_it():
+    """An ablation differs from the method it ablates in one part (and its lr): UniVA's ablations take UniVA's
+    chosen clip range, HEPO's take HEPO's critic lr, and each ablation table compares with its own base."""
+    from benchmarks.dpo_vs_hepo import PRESETS, ablation_table, base_knobs, search_pieces
+
+    preset = PRESETS["standard"]
+    best = {"+UniVA": {"overrides": {"method": "univa", "clip_eps": 0.3, "lr": 1e-3}},
+            "+HEPO": {"overrides": {"method": "hepo", "critic_lr": 3e-3, "lr": 1e-4}}}
+    knobs = base_knobs(best)
+    assert knobs == {"+UniVA": {"clip_eps": 0.3}, "+HEPO": {"critic_lr": 3e-3}}
+    pieces = search_pieces(preset, 0, knobs)
+    univa = [dict(pc.overrides) for pc in pieces if pc.method.startswith("UniVA w/o")]
+    assert len(univa) == 2 * len(preset.lrs) and {o["clip_eps"] for o in univa} == {0.3}
+    assert {o["lr"] for o in univa} == set(preset.lrs)
+    assert {o.get("gar", True) for o in univa} == {True, False} and {o["method"] for o in univa} == {"univa"}
+    assert all(dict(pc.overrides)["critic_lr"] == 3e-3 for pc in pieces if pc.method.startswith("HEPO "))
+    hepo_only = {pc.method for pc in search_pieces(preset, 0, {"+HEPO": {"critic_lr": 3e-3}})}
+    assert "HEPO cold critic" in hepo_only and not any(m.startswith("UniVA") for m in hepo_only)
+
+    rows = [{"model": name, "seed": s, "model/avg_over_oracle": value + 0.01 * s}
+            for s in range(4) for name, value in (("+UniVA", 0.5), ("UniVA w/o MCTS-PPO", 0.4), ("+HEPO", 0.9),
+                                                   ("HEPO w/o ARR", 0.9))]
+    table = ablation_table(pd.DataFrame(rows), "+UniVA")
+    assert list(table["ablation"]) == ["UniVA w/o MCTS-PPO"]
+    assert table.loc[0, "UniVA - ablation, model/avg_over_oracle"].startswith("holds (+0.1")
+
+
 def test_cli_runs_a_short_job(vaft_checkpoint, tmp_path, capsys):
     import json
 
