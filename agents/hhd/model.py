@@ -6,7 +6,8 @@ Every part is a config flag, so an ablation is one field and the HSTU baseline i
 * HSD: HSTU blocks (SiLU pointwise attention, the U-gate, relative position and time biases) over the U/O/E/I
   sequence. ``hybrid_attention`` lets U/O/E tokens see each other both ways while I-tokens stay causal;
   ``token_aware_norm`` / ``token_aware_ffn`` give each token type its own LayerNorm / FFN; ``mor`` applies the
-  middle block ``n_recursions`` times (more depth, same parameters).
+  middle block ``n_recursions`` times (more depth, same parameters); ``moe`` swaps each FFN for UniVA's sparse
+  Mixture-of-Experts (a shared expert plus top-K routed ones, ``agents.hhd.moe``).
 * PTD: ``thinking`` distils the intent embeddings into K thinking tokens by cross-attention; ``refining`` adds a
   token made by a few reverse steps of a small conditional denoiser from the noised, sum-pooled thinking state
   (deterministic in eval mode, so a policy's log-probs do not depend on noise); then ``mtp_heads`` parallel heads
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from agents.checkpoint import Checkpoint
 from agents.hhd.losses import mtp_loss
+from agents.hhd.moe import SparseMoE
 from agents.hhd.sequences import N_ACTIONS, Batch
 from envs.observation import N_TOKEN_TYPES, TOKEN_E, TOKEN_I, TOKEN_PAD, TOKEN_U
 
@@ -77,6 +79,13 @@ class HHDConfig:
     """UniVA's Generation-as-Ranking: every level's policy is softmax(generation logits + HTE child values), so
     the value head votes in each next-code decision (needs ``hte``; the SL loss still trains the generation
     head alone, ``HHD.loss``)."""
+    moe: bool = False
+    """UniVA's sparse MoE FFN (``agents.hhd.moe``): the block's FFN becomes the shared expert E_0 plus the top
+    ``moe_top_k`` of ``n_experts`` routed experts per token, balanced by a selection bias (no auxiliary loss)."""
+    n_experts: int = 8
+    moe_top_k: int = 2
+    moe_bias_rate: float = 1e-3
+    """Step of the balancing bias per training forward pass (0: no balancing)."""
     mtp_heads: int = 4
     """Parallel SID heads; 1 is plain next-token prediction."""
     head_entropy_coef: float = 1.0
@@ -92,6 +101,8 @@ class HHDConfig:
             raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
         if self.mtp_heads < 1 or self.n_recursions < 1 or self.refine_steps < 1:
             raise ValueError("mtp_heads, n_recursions and refine_steps must be >= 1")
+        if self.moe and not 1 <= self.moe_top_k <= self.n_experts:
+            raise ValueError(f"moe_top_k must be in [1, n_experts={self.n_experts}], got {self.moe_top_k}")
         if self.gar and not self.hte:
             raise ValueError("gar (Generation-as-Ranking) fuses the HTE value head into the policy: it needs hte")
 
@@ -123,8 +134,9 @@ ABLATIONS: dict[str, dict] = {
     "refining": {"refining": True},
     "hte": {"hte": True},
     "mtp": {"mtp_heads": 4},
+    "moe": {"moe": True},
 }
-"""GPR Table 2 rows: the field changes that add one component to the HSTU baseline."""
+"""GPR Table 2 rows (and UniVA's sparse MoE): the field changes that add one component to the HSTU baseline."""
 
 
 def mixture_step(log_w: torch.Tensor, cum: torch.Tensor, head_lp: torch.Tensor) -> torch.Tensor:
@@ -205,6 +217,9 @@ class HSTUBlock(nn.Module):
         self.time_bias = nn.Parameter(torch.zeros(config.n_time_buckets, config.n_head))
         self.ffn_norm = TypedLayerNorm(config, config.token_aware_norm)
         self.ffn = TypedFFN(config, config.token_aware_ffn)
+        if config.moe:  # routed experts of ffn_mult * C / K each: the K active ones cost one dense FFN
+            self.ffn = SparseMoE(self.ffn, C, max(1, config.ffn_mult * C // config.moe_top_k), config.n_experts,
+                                 config.moe_top_k, config.moe_bias_rate)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, token_type: torch.Tensor, mask: torch.Tensor, rel_pos: torch.Tensor,
