@@ -84,6 +84,14 @@ def train(x: np.ndarray, config: RQVAEConfig) -> tuple[dict[str, np.ndarray], li
         torch.set_num_threads(threads)
 
 
+def kmeans_init(codebooks: nn.ParameterList, latent: torch.Tensor, sizes: tuple[int, ...], n_iter: int,
+                seed: int) -> None:
+    """Start residual codebooks from RQ-Kmeans on the initial latents (dead codes are rare from the first epoch)."""
+    rqk = RQKMeans(RQKMeansConfig(codebook_sizes=sizes, n_iter=n_iter, seed=seed)).fit(latent.double().numpy())
+    for param, codebook in zip(codebooks, rqk.codebooks, strict=True):
+        param.copy_(torch.from_numpy(codebook))
+
+
 def _train(x: np.ndarray, config: RQVAEConfig) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -91,12 +99,8 @@ def _train(x: np.ndarray, config: RQVAEConfig) -> tuple[dict[str, np.ndarray], l
         model = RQVAEModule(x.shape[1], config)
         if config.kmeans_init:
             with torch.no_grad():
-                latent = model.encoder(data).double().numpy()
-            rqk = RQKMeans(RQKMeansConfig(codebook_sizes=config.codebook_sizes, n_iter=config.kmeans_iters,
-                                          seed=config.seed)).fit(latent)
-            with torch.no_grad():
-                for param, codebook in zip(model.codebooks, rqk.codebooks, strict=True):
-                    param.copy_(torch.from_numpy(codebook))
+                kmeans_init(model.codebooks, model.encoder(data), config.codebook_sizes, config.kmeans_iters,
+                            config.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         generator = torch.Generator().manual_seed(config.seed)
         history = []

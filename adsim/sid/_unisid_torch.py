@@ -13,8 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from adsim.sid._rqvae_torch import MLP
-from adsim.sid.rq_kmeans import RQKMeans, RQKMeansConfig
+from adsim.sid._rqvae_torch import MLP, kmeans_init
 
 if TYPE_CHECKING:  # the config's module imports this one lazily, inside fit
     from adsim.sid.unisid import UniSIDConfig
@@ -184,12 +183,8 @@ def train(x: np.ndarray, attribute_idx: np.ndarray, vocab_sizes: tuple[int, ...]
         model = UniSIDModule(x.shape[1], vocab_sizes, config)
         if config.kmeans_init:
             with torch.no_grad():
-                latent = model.latent(model.inputs(data, idx)[0]).double().numpy()
-            rqk = RQKMeans(RQKMeansConfig(codebook_sizes=config.codebook_sizes, n_iter=config.kmeans_iters,
-                                          seed=config.seed)).fit(latent)
-            with torch.no_grad():
-                for param, codebook in zip(model.codebooks, rqk.codebooks, strict=True):
-                    param.copy_(torch.from_numpy(codebook))
+                kmeans_init(model.codebooks, model.latent(model.inputs(data, idx)[0]), config.codebook_sizes,
+                            config.kmeans_iters, config.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         generator = torch.Generator().manual_seed(config.seed)
         history = []
