@@ -36,13 +36,22 @@ def test_preset_is_built_once_then_reused(monkeypatch, tmp_path):
     assert SIGNATURE in third.manifest and third.files == first.files
 
 
+CPU_DEPENDENT = "sid/tokenizer/"
+"""The SID tokenizer's own torch-trained weights (and loss history) differ in the last float bits between CPU
+instruction sets (an AVX-512 machine's matmul kernels against an AVX2 one's); the codes it assigns (sid/arrays.npz)
+and everything built from them may not."""
+
+
 def test_default_tiny_build_is_byte_identical_to_the_recorded_one():
     recorded = json.loads(TINY_FILES.read_text())
     assert recorded["generator_version"] == GENERATOR_VERSION, (
         "the recorded tiny build predates this generator version: regenerate it (see TINY_FILES)")
     scenario = ensure_scenario("tiny", seed=0, progress=False)
     assert [name for name, _ in default_steps()] == recorded["steps"]
-    assert scenario.manifest["files"] == recorded["files"]
+    files, pinned = ({k: v for k, v in f.items() if not k.startswith(CPU_DEPENDENT)}
+                     for f in (scenario.manifest["files"], recorded["files"]))
+    assert files == pinned
+    assert set(scenario.manifest["files"]) == set(recorded["files"]), "the same files, tokenizer ones included"
 
 
 if __name__ == "__main__":
