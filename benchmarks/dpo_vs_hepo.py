@@ -106,10 +106,10 @@ GPR_METHODS = tuple(m.name for m in METHODS if m.name in ("+DPO", "+HEPO", "+GRP
 candidates), GRPO with the PTD thinking tokens and refiner frozen (DiffuReason's claim is that training them
 end to end, as +GRPO does, helps) and UniVA with its ablations."""
 CLAIMS = (("+HEPO", "+GRPO"), ("+DPO", "+GRPO"), ("+V-STAR", "+GRPO"), ("+GRPO", "+GRPO frozen reasoning"),
-          ("+UniVA", "+GRPO"), ("+UniVA", "+HEPO"))
+          ("+UniVA", "+GRPO"), ("+UniVA", "+HEPO"), ("UniVA w/o MCTS-PPO", "+GRPO"))
 """Claims checked beside GPR's ordering: HEPO and DPO against GRPO, V-STAR's (Sibling-GRPO + VED beats GRPO),
 DiffuReason's (end-to-end reasoning beats frozen) and UniVA's (its RL beats a plain group-relative and GPR's
-hierarchical one; its parts are tested by its ablations)."""
+hierarchical one; its parts are tested by its ablations, and its recipe without the search against GRPO)."""
 CHAIN = ("MTP (base)", "+VAFT")
 ORDER = ("+HEPO", "+DPO", "+VAFT", "MTP (base)")
 METRICS = ("ndcg", "opr", "avg_over_oracle", "max_over_oracle", "normalised_score")
@@ -532,6 +532,27 @@ def write_robustness(cfg: Config, root: Path, runs: Path, tables: list[tuple[int
                  "done were reused).")
 
 
+DIAGNOSTICS = {"losses/explained_variance": "critic explained variance", "final_value_mean": "candidate final_value",
+               "charts/distinct_candidates": "distinct candidates share", "losses/approx_kl": "approx KL",
+               "losses/clipfrac": "clip fraction"}
+"""Training diagnostics averaged over each run's last ``DIAGNOSTIC_TAIL`` iterations (what explains a row)."""
+DIAGNOSTIC_TAIL = 10
+
+
+def diagnostics_table(curves: dict[str, list[list[dict]]]) -> pd.DataFrame:
+    """Per method: each diagnostic's mean ± 95% t-interval over seeds of its last iterations' mean ('-': not
+    logged by that method)."""
+    rows = []
+    for name, runs in curves.items():
+        row: dict[str, object] = {"model": name, "seeds": len(runs)}
+        for key, label in DIAGNOSTICS.items():
+            values = [np.mean([r[key] for r in run[-DIAGNOSTIC_TAIL:] if key in r]) for run in runs
+                      if any(key in r for r in run[-DIAGNOSTIC_TAIL:])]
+            row[label] = str(t_interval(np.asarray(values))).lstrip("+") if values else "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
     import matplotlib
 
@@ -609,6 +630,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         suffix = "" if len(settings.world_seeds) == 1 else f"_world{world}"
         runs_df.to_csv(root / f"runs{suffix}.csv", index=False)
         plot_curves(curves, root / f"learning_curves{suffix}.png")
+        write_report(root, f"diagnostics{suffix}", diagnostics_table(curves), title=f"Training diagnostics (world "
+                     f"{world}): last {DIAGNOSTIC_TAIL} iterations of each test run",
+                     notes="Mean ± 95% t-interval over seeds. candidate final_value: mean final_value of the K "
+                     "candidates each iteration scored (sampled, beam, VED or MCTS-PPO paths, by the method's "
+                     "sampler); distinct candidates share: distinct paths among the K; explained variance: of the "
+                     "critic's (HEPO) or value head's (UniVA) returns, before each update.")
         searched = world if settings.tune_world is None else settings.tune_world
         if searched == world:
             write_report(root, f"search{suffix}", search, title=f"Hyper-parameter search (world {world}), "

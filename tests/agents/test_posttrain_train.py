@@ -191,11 +191,14 @@ def test_benchmark_smoke_preset_writes_every_table_and_resumes_from_its_pieces(t
     text = (root / "dpo_vs_hepo.md").read_text()
     assert "HEPO > DPO > VAFT > MTP" in text and "| +HEPO > +DPO " in text
     assert "holds" in text or "not significant" in text or "reversed" in text
-    for name in ("search", "chosen", "ablations"):
+    for name in ("search", "chosen", "ablations", "diagnostics"):
         assert (root / f"{name}.md").is_file() and (root / f"{name}.csv").is_file(), name
     search = pd.read_csv(root / "search.csv")
     assert search.groupby("model")["chosen"].sum().eq(1).all(), "one chosen cell per method"
     assert (root / "learning_curves.png").stat().st_size > 1000
+    diagnostics = pd.read_csv(root / "diagnostics.csv").set_index("model")
+    assert diagnostics.loc["+HEPO", "critic explained variance"] != "-"  # HEPO logs its critic, DPO has none
+    assert diagnostics.loc["+DPO", "critic explained variance"] == "-"
     calls = runs.groupby("model")["simulator_calls"].first()
     assert calls["+DPO"] == calls["+HEPO"] == calls["HEPO cold critic"] > 0, "every method spends the same budget"
     # a rerun finds every piece done and merges the same table (here with the robustness report on)
