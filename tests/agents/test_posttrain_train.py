@@ -50,6 +50,16 @@ def valuable_env():
     return env, scorer.ad
 
 
+def sampled_value(model, env) -> float:
+    """Mean final_value of the policy's own samples (8 per request) on 64 fixed requests: what a known-answer test
+    on ``valuable_env`` expects post-training to raise."""
+    from agents.posttrain.train import collect
+
+    requests = env.ctx.requests.sample(64, np.random.default_rng(123))
+    roll = collect(model, env, requests, 8, 1.0, torch.Generator().manual_seed(0), False)
+    return float(roll.final_value[roll.valid].mean())
+
+
 def _config(checkpoint, tmp_path, **overrides):
     from agents.posttrain.train import PostTrainConfig
 

@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_posttrain_train import _config, tiny_env, vaft_checkpoint, valuable_env  # noqa: F401 (fixtures)
+from test_posttrain_train import (  # noqa: F401 (fixtures)
+    _config,
+    sampled_value,
+    tiny_env,
+    vaft_checkpoint,
+    valuable_env,
+)
 
 from adsim.simulator.requests import take
 from agents.posttrain.objectives import group_zscore, sibling_advantages
@@ -96,19 +102,14 @@ def test_sibling_grpo_with_ved_raises_the_value_of_sampled_candidates(vaft_check
     """Known answer: one widely eligible ad is worth 100, every other 1; V-STAR's update moves the policy's own
     samples toward it."""
     from agents.hhd.model import HHD
-    from agents.posttrain.train import collect, train
+    from agents.posttrain.train import train
 
     env, _ = valuable_env
 
-    def sampled_value(model) -> float:
-        requests = env.ctx.requests.sample(64, np.random.default_rng(123))
-        roll = collect(model, env, requests, 8, 1.0, torch.Generator().manual_seed(0), False)
-        return float(roll.final_value[roll.valid].mean())
-
-    before = sampled_value(HHD.from_checkpoint(vaft_checkpoint)[0])
+    before = sampled_value(HHD.from_checkpoint(vaft_checkpoint)[0], env)
     result = train(_config(vaft_checkpoint, tmp_path, method="sibling_grpo", sampler="ved", iterations=15,
                            requests_per_iter=16, candidates=8, lr=3e-3), env, verbose=False)
-    after = sampled_value(result.model)
+    after = sampled_value(result.model, env)
     print(f"mean final_value of sampled candidates: {before:.2f} -> {after:.2f}")
     assert after > 2 * before, (before, after)
     assert result.curve[-1]["charts/distinct_candidates"] > 0.5  # the scouts may repeat; the branches never do
