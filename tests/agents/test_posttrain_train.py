@@ -50,6 +50,23 @@ def valuable_env():
     return env, scorer.ad
 
 
+@pytest.fixture(scope="module")
+def vaft_model(vaft_checkpoint):
+    from agents.hhd.model import HHD
+
+    return HHD.from_checkpoint(vaft_checkpoint)[0]
+
+
+def _requests(env, n: int, seed: int):
+    """``n`` sampled requests, less those with no eligible ad, and their (B, n_ads) eligibility."""
+    from adsim.simulator.requests import take
+
+    requests = env.ctx.requests.sample(n, np.random.default_rng(seed))
+    allowed = env.ctx.simulator.allowed(requests)
+    keep = np.flatnonzero(allowed.any(axis=1))
+    return take(requests, keep), allowed[keep]
+
+
 def sampled_value(model, env) -> float:
     """Mean final_value of the policy's own samples (8 per request) on 64 fixed requests: what a known-answer test
     on ``valuable_env`` expects post-training to raise."""

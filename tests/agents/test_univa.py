@@ -13,13 +13,14 @@ import pytest
 import torch
 from test_posttrain_train import (  # noqa: F401 (fixtures)
     _config,
+    _requests,
     sampled_value,
     tiny_env,
     vaft_checkpoint,
+    vaft_model,
     valuable_env,
 )
 
-from adsim.simulator.requests import take
 from agents.posttrain.objectives import univa_advantages
 
 
@@ -37,20 +38,6 @@ def test_univa_advantages_by_hand():
     np.testing.assert_allclose(univa_advantages(np.array([1.0]), v, 1.0, 1.0).returns, [[1.0, 1.0, 1.0]])
     np.testing.assert_allclose(univa_advantages(np.array([2.0]), np.zeros((1, 3)), 1.0, 0.5).advantages,
                                [[0.5, 1.0, 2.0]])
-
-
-@pytest.fixture(scope="module")
-def vaft_model(vaft_checkpoint):  # noqa: F811
-    from agents.hhd.model import HHD
-
-    return HHD.from_checkpoint(vaft_checkpoint)[0]
-
-
-def _requests(env, n: int, seed: int):
-    requests = env.ctx.requests.sample(n, np.random.default_rng(seed))
-    allowed = env.ctx.simulator.allowed(requests)
-    keep = np.flatnonzero(allowed.any(axis=1))
-    return take(requests, keep), allowed[keep]
 
 
 def test_gar_adds_the_value_heads_child_values_to_every_levels_logits(vaft_model, tiny_env):  # noqa: F811

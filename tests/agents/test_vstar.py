@@ -11,13 +11,14 @@ import pytest
 import torch
 from test_posttrain_train import (  # noqa: F401 (fixtures)
     _config,
+    _requests,
     sampled_value,
     tiny_env,
     vaft_checkpoint,
+    vaft_model,
     valuable_env,
 )
 
-from adsim.simulator.requests import take
 from agents.posttrain.objectives import group_zscore, sibling_advantages
 
 
@@ -43,20 +44,6 @@ def test_sibling_advantages_skip_invalid_candidates_and_lone_nodes():
     np.testing.assert_allclose(adv[0, :, :2], 0.0)  # one branch shared by every valid candidate
     np.testing.assert_allclose(adv[0, :, 2], np.array([-1.0, 1.0, 0.0, -1.0]) / scale)  # duplicates count twice
     np.testing.assert_array_equal(adv[1], 0.0)  # identical paths: no sibling anywhere
-
-
-@pytest.fixture(scope="module")
-def vaft_model(vaft_checkpoint):  # noqa: F811
-    from agents.hhd.model import HHD
-
-    return HHD.from_checkpoint(vaft_checkpoint)[0]
-
-
-def _requests(env, n: int, seed: int):
-    requests = env.ctx.requests.sample(n, np.random.default_rng(seed))
-    allowed = env.ctx.simulator.allowed(requests)
-    keep = np.flatnonzero(allowed.any(axis=1))
-    return take(requests, keep), allowed[keep]
 
 
 @pytest.mark.parametrize("hte", [True, False])
